@@ -1,0 +1,211 @@
+use super::{db_err, repository};
+use crate::entity::{consumer_offset as co, outbox as ob};
+use crate::{Error, Result};
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set,
+};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+/// An event waiting in (or published from) the outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxEvent {
+    /// Position: the relay publishes in this order.
+    pub id: i64,
+    /// The event's own id (consumers dedupe on it).
+    pub event_id: Uuid,
+    /// Destination topic.
+    pub topic: String,
+    /// Partitioning key (the execution id keeps one execution's events in order).
+    pub key: Option<String>,
+    /// The serialized event.
+    pub payload: Value,
+    /// Message headers.
+    pub headers: BTreeMap<String, String>,
+    /// Failed publish attempts.
+    pub attempts: i32,
+    /// The last publish error.
+    pub last_error: Option<String>,
+    /// Written.
+    pub created_at: DateTime<Utc>,
+    /// Acknowledged by the broker.
+    pub published_at: Option<DateTime<Utc>>,
+}
+
+impl From<ob::Model> for OutboxEvent {
+    fn from(m: ob::Model) -> Self {
+        OutboxEvent {
+            id: m.id,
+            event_id: m.event_id,
+            topic: m.topic,
+            key: m.message_key,
+            payload: m.payload,
+            headers: serde_json::from_value(m.headers).unwrap_or_default(),
+            attempts: m.attempts,
+            last_error: m.last_error,
+            created_at: m.created_at,
+            published_at: m.published_at,
+        }
+    }
+}
+
+/// An event to write to the outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewOutboxEvent {
+    /// The event's id.
+    pub event_id: Uuid,
+    /// Destination topic.
+    pub topic: String,
+    /// Partitioning key.
+    pub key: Option<String>,
+    /// The serialized event.
+    pub payload: Value,
+    /// Message headers.
+    pub headers: BTreeMap<String, String>,
+}
+
+repository!(
+    /// The transactional outbox: write events through the same [`crate::Tx`] as the state
+    /// change they describe.
+    Outbox
+);
+
+const ENTITY: &str = "outbox event";
+
+impl<E: crate::Executor> Outbox<'_, E> {
+    /// Writes an event; a second write of the same `event_id` is [`Error::AlreadyExists`].
+    pub async fn enqueue(&self, new: NewOutboxEvent) -> Result<OutboxEvent> {
+        if new.topic.is_empty() {
+            return Err(Error::Invalid {
+                entity: ENTITY,
+                detail: "the topic must not be empty".into(),
+            });
+        }
+        ob::ActiveModel {
+            event_id: Set(new.event_id),
+            topic: Set(new.topic),
+            message_key: Set(new.key),
+            payload: Set(new.payload),
+            headers: Set(serde_json::to_value(new.headers).unwrap_or(Value::Null)),
+            attempts: Set(0),
+            last_error: Set(None),
+            created_at: Set(Utc::now()),
+            published_at: Set(None),
+            ..Default::default()
+        }
+        .insert(self.conn())
+        .await
+        .map(OutboxEvent::from)
+        .map_err(db_err(ENTITY, "writing to the outbox"))
+    }
+
+    /// Up to `limit` unpublished events, in id order.
+    pub async fn unpublished(&self, limit: u64) -> Result<Vec<OutboxEvent>> {
+        ob::Entity::find()
+            .filter(ob::Column::PublishedAt.is_null())
+            .order_by_asc(ob::Column::Id)
+            .limit(limit)
+            .all(self.conn())
+            .await
+            .map(|v| v.into_iter().map(OutboxEvent::from).collect())
+            .map_err(db_err(ENTITY, "reading the outbox"))
+    }
+
+    /// Marks events published; returns how many were still unpublished.
+    pub async fn mark_published(&self, ids: &[i64]) -> Result<u64> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        ob::Entity::update_many()
+            .col_expr(ob::Column::PublishedAt, Expr::value(Utc::now()))
+            .filter(ob::Column::Id.is_in(ids.iter().copied()))
+            .filter(ob::Column::PublishedAt.is_null())
+            .exec(self.conn())
+            .await
+            .map(|r| r.rows_affected)
+            .map_err(db_err(ENTITY, "marking outbox events published"))
+    }
+
+    /// Counts a failed publish attempt on each event.
+    pub async fn record_failure(&self, ids: &[i64], error: &str) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        ob::Entity::update_many()
+            .col_expr(ob::Column::Attempts, Expr::col(ob::Column::Attempts).add(1))
+            .col_expr(ob::Column::LastError, Expr::value(error))
+            .filter(ob::Column::Id.is_in(ids.iter().copied()))
+            .exec(self.conn())
+            .await
+            .map(|_| ())
+            .map_err(db_err(ENTITY, "recording a publish failure"))
+    }
+
+    /// How many events wait to be published (the relay's lag).
+    pub async fn count_unpublished(&self) -> Result<u64> {
+        ob::Entity::find()
+            .filter(ob::Column::PublishedAt.is_null())
+            .count(self.conn())
+            .await
+            .map_err(db_err(ENTITY, "counting the outbox"))
+    }
+}
+
+repository!(
+    /// Consumer offsets: commit them through the same [`crate::Tx`] as the consumer's effects.
+    ConsumerOffsets
+);
+
+impl<E: crate::Executor> ConsumerOffsets<'_, E> {
+    /// The next offset to read, if one was committed.
+    pub async fn get(&self, group: &str, topic: &str, partition: i32) -> Result<Option<i64>> {
+        co::Entity::find_by_id((group.to_string(), topic.to_string(), partition))
+            .one(self.conn())
+            .await
+            .map(|m| m.map(|m| m.next_offset))
+            .map_err(db_err("consumer offset", "reading a consumer offset"))
+    }
+
+    /// Stores the next offset to read (insert or update).
+    pub async fn commit(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: i32,
+        next_offset: i64,
+    ) -> Result<()> {
+        if next_offset < 0 || partition < 0 {
+            return Err(Error::Invalid {
+                entity: "consumer offset",
+                detail: format!(
+                    "partition {partition} and offset {next_offset} must not be negative"
+                ),
+            });
+        }
+        let model = co::ActiveModel {
+            consumer_group: Set(group.to_string()),
+            topic: Set(topic.to_string()),
+            partition_id: Set(partition),
+            next_offset: Set(next_offset),
+            updated_at: Set(Utc::now()),
+        };
+        co::Entity::insert(model)
+            .on_conflict(
+                OnConflict::columns([
+                    co::Column::ConsumerGroup,
+                    co::Column::Topic,
+                    co::Column::PartitionId,
+                ])
+                .update_columns([co::Column::NextOffset, co::Column::UpdatedAt])
+                .to_owned(),
+            )
+            .exec(self.conn())
+            .await
+            .map(|_| ())
+            .map_err(db_err("consumer offset", "committing a consumer offset"))
+    }
+}

@@ -1,0 +1,399 @@
+use super::{counter, db_err, parse_stored, repository, text_enum};
+use crate::entity::{execution as ex, step};
+use crate::money::{nanos_to_usd, usd_to_nanos};
+use crate::{Error, Result};
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    TransactionTrait,
+};
+use serde_json::Value;
+use uuid::Uuid;
+
+text_enum!(
+    /// Where an execution is in its life.
+    ExecutionStatus {
+        /// Created, not started.
+        Pending = "PENDING",
+        /// Running steps.
+        Running = "RUNNING",
+        /// Blocked on a human decision.
+        WaitingApproval = "WAITING_APPROVAL",
+        /// Finished successfully (final).
+        Completed = "COMPLETED",
+        /// Stopped by an error; may be resumed.
+        Failed = "FAILED",
+        /// Cancelled (final).
+        Cancelled = "CANCELLED",
+    }
+);
+
+impl ExecutionStatus {
+    /// The statuses from which `self` may be entered.
+    pub fn allowed_from(self) -> &'static [ExecutionStatus] {
+        use ExecutionStatus::*;
+        match self {
+            Pending => &[],
+            // Resuming after a crash re-enters RUNNING; a failed run may be resumed.
+            Running => &[Pending, Running, WaitingApproval, Failed],
+            WaitingApproval => &[Running],
+            Completed => &[Running],
+            Failed => &[Pending, Running, WaitingApproval],
+            Cancelled => &[Pending, Running, WaitingApproval, Failed],
+        }
+    }
+
+    /// Whether no further transition is possible.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            ExecutionStatus::Completed | ExecutionStatus::Cancelled
+        )
+    }
+
+    /// Whether the execution has stopped (final, or failed).
+    pub fn is_terminal(self) -> bool {
+        self.is_final() || self == ExecutionStatus::Failed
+    }
+}
+
+/// Token counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tokens {
+    /// Prompt (input) tokens.
+    pub prompt: u64,
+    /// Completion (output) tokens.
+    pub completion: u64,
+}
+
+impl Tokens {
+    /// Both counters.
+    pub fn new(prompt: u64, completion: u64) -> Self {
+        Tokens { prompt, completion }
+    }
+    /// Prompt plus completion.
+    pub fn total(&self) -> u64 {
+        self.prompt + self.completion
+    }
+}
+
+/// A workflow execution.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Execution {
+    /// Row id.
+    pub id: Uuid,
+    /// The definition it runs.
+    pub workflow_id: Uuid,
+    /// Current status.
+    pub status: ExecutionStatus,
+    /// Inputs it was started with.
+    pub inputs: Value,
+    /// Outputs, once completed.
+    pub outputs: Option<Value>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Money spent, exact.
+    pub cost_usd: Decimal,
+    /// Tokens used.
+    pub tokens: Tokens,
+    /// Distributed trace id.
+    pub trace_id: Option<String>,
+    /// First entered RUNNING.
+    pub started_at: Option<DateTime<Utc>>,
+    /// Entered a terminal status.
+    pub completed_at: Option<DateTime<Utc>>,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl TryFrom<ex::Model> for Execution {
+    type Error = Error;
+    fn try_from(m: ex::Model) -> Result<Self> {
+        Ok(Execution {
+            id: m.id,
+            workflow_id: m.workflow_id,
+            status: parse_stored(&m.status)?,
+            inputs: m.inputs,
+            outputs: m.outputs,
+            error: m.error,
+            cost_usd: nanos_to_usd(m.cost_nano_usd),
+            tokens: Tokens::new(m.prompt_tokens as u64, m.completion_tokens as u64),
+            trace_id: m.trace_id,
+            started_at: m.started_at,
+            completed_at: m.completed_at,
+            created_at: m.created_at,
+            updated_at: m.updated_at,
+        })
+    }
+}
+
+/// An execution to create (status PENDING).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewExecution {
+    /// A chosen id (for idempotent creation), or `None` for a new UUIDv7.
+    pub id: Option<Uuid>,
+    /// The definition to run.
+    pub workflow_id: Uuid,
+    /// Inputs.
+    pub inputs: Value,
+    /// Distributed trace id.
+    pub trace_id: Option<String>,
+}
+
+impl NewExecution {
+    /// An execution of `workflow_id` with `inputs`.
+    pub fn new(workflow_id: Uuid, inputs: Value) -> Self {
+        NewExecution {
+            id: None,
+            workflow_id,
+            inputs,
+            trace_id: None,
+        }
+    }
+}
+
+/// What a transition records besides the status.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Outcome {
+    /// Outputs to store (kept when `None`).
+    pub outputs: Option<Value>,
+    /// Error to store (kept when `None`).
+    pub error: Option<String>,
+}
+
+repository!(
+    /// Workflow executions: creation, validated status transitions, atomic cost accumulation.
+    Executions
+);
+
+const ENTITY: &str = "workflow execution";
+
+impl<E: crate::Executor> Executions<'_, E> {
+    /// Creates an execution in PENDING. A missing definition is [`Error::ForeignKey`].
+    pub async fn create(&self, new: NewExecution) -> Result<Execution> {
+        let now = Utc::now();
+        ex::ActiveModel {
+            id: Set(new.id.unwrap_or_else(Uuid::now_v7)),
+            workflow_id: Set(new.workflow_id),
+            status: Set(ExecutionStatus::Pending.as_str().into()),
+            inputs: Set(new.inputs),
+            outputs: Set(None),
+            error: Set(None),
+            cost_nano_usd: Set(0),
+            prompt_tokens: Set(0),
+            completion_tokens: Set(0),
+            snapshot_seq: Set(0),
+            trace_id: Set(new.trace_id),
+            started_at: Set(None),
+            completed_at: Set(None),
+            created_at: Set(now),
+            updated_at: Set(now),
+        }
+        .insert(self.conn())
+        .await
+        .map_err(db_err(ENTITY, "creating an execution"))?
+        .try_into()
+    }
+
+    /// By id.
+    pub async fn get(&self, id: Uuid) -> Result<Execution> {
+        ex::Entity::find_by_id(id)
+            .one(self.conn())
+            .await
+            .map_err(db_err(ENTITY, "reading an execution"))?
+            .ok_or_else(|| Error::NotFound {
+                entity: ENTITY,
+                id: id.to_string(),
+            })?
+            .try_into()
+    }
+
+    /// Executions in a status, oldest first.
+    pub async fn list_by_status(&self, status: ExecutionStatus) -> Result<Vec<Execution>> {
+        ex::Entity::find()
+            .filter(ex::Column::Status.eq(status.as_str()))
+            .order_by_asc(ex::Column::CreatedAt)
+            .order_by_asc(ex::Column::Id)
+            .all(self.conn())
+            .await
+            .map_err(db_err(ENTITY, "listing executions"))?
+            .into_iter()
+            .map(Execution::try_from)
+            .collect()
+    }
+
+    /// Executions of one definition, oldest first.
+    pub async fn list_for_workflow(&self, workflow_id: Uuid) -> Result<Vec<Execution>> {
+        ex::Entity::find()
+            .filter(ex::Column::WorkflowId.eq(workflow_id))
+            .order_by_asc(ex::Column::CreatedAt)
+            .order_by_asc(ex::Column::Id)
+            .all(self.conn())
+            .await
+            .map_err(db_err(ENTITY, "listing executions"))?
+            .into_iter()
+            .map(Execution::try_from)
+            .collect()
+    }
+
+    /// The newest executions, newest first.
+    pub async fn recent(&self, limit: u64) -> Result<Vec<Execution>> {
+        ex::Entity::find()
+            .order_by_desc(ex::Column::CreatedAt)
+            .order_by_desc(ex::Column::Id)
+            .limit(limit)
+            .all(self.conn())
+            .await
+            .map_err(db_err(ENTITY, "listing executions"))?
+            .into_iter()
+            .map(Execution::try_from)
+            .collect()
+    }
+
+    /// Moves an execution to `to`, in one conditional UPDATE: it happens only when the current
+    /// status is one of `to.allowed_from()`, so two racing writers cannot both win and a
+    /// COMPLETED execution never returns to RUNNING. Refused moves are
+    /// [`Error::InvalidTransition`].
+    pub async fn transition(
+        &self,
+        id: Uuid,
+        to: ExecutionStatus,
+        outcome: Outcome,
+    ) -> Result<Execution> {
+        let now = Utc::now();
+        let from: Vec<&str> = to.allowed_from().iter().map(|s| s.as_str()).collect();
+        let mut update = ex::Entity::update_many()
+            .col_expr(ex::Column::Status, Expr::value(to.as_str()))
+            .col_expr(ex::Column::UpdatedAt, Expr::value(now));
+        if to == ExecutionStatus::Running {
+            update = update.col_expr(
+                ex::Column::StartedAt,
+                Expr::col(ex::Column::StartedAt).if_null(now),
+            );
+        }
+        if to.is_terminal() {
+            update = update.col_expr(ex::Column::CompletedAt, Expr::value(now));
+        } else {
+            update = update.col_expr(
+                ex::Column::CompletedAt,
+                Expr::value(Option::<DateTime<Utc>>::None),
+            );
+        }
+        if let Some(outputs) = outcome.outputs {
+            update = update.col_expr(ex::Column::Outputs, Expr::value(outputs));
+        }
+        if let Some(error) = outcome.error {
+            update = update.col_expr(ex::Column::Error, Expr::value(error));
+        }
+        let res = update
+            .filter(ex::Column::Id.eq(id))
+            .filter(ex::Column::Status.is_in(from))
+            .exec(self.conn())
+            .await
+            .map_err(db_err(ENTITY, "changing an execution's status"))?;
+        let current = self.get(id).await?;
+        if res.rows_affected == 0 {
+            return Err(Error::InvalidTransition {
+                entity: ENTITY,
+                id: id.to_string(),
+                from: current.status.to_string(),
+                to: to.to_string(),
+            });
+        }
+        Ok(current)
+    }
+
+    /// Adds `amount` and `tokens` to the execution (and to one of its steps), each as one
+    /// atomic `SET x = x + n` UPDATE inside one transaction: concurrent callers never lose an
+    /// increment. The amount is rounded to the nano-USD.
+    pub async fn add_cost(
+        &self,
+        execution: Uuid,
+        step_id: Option<Uuid>,
+        amount: Decimal,
+        tokens: Tokens,
+    ) -> Result<()> {
+        let nanos = usd_to_nanos(amount)?;
+        let prompt = counter(ENTITY, "prompt tokens", tokens.prompt)?;
+        let completion = counter(ENTITY, "completion tokens", tokens.completion)?;
+        let now = Utc::now();
+        let txn = self
+            .conn()
+            .begin()
+            .await
+            .map_err(db_err(ENTITY, "beginning a cost update"))?;
+        let res = ex::Entity::update_many()
+            .col_expr(
+                ex::Column::CostNanoUsd,
+                Expr::col(ex::Column::CostNanoUsd).add(nanos),
+            )
+            .col_expr(
+                ex::Column::PromptTokens,
+                Expr::col(ex::Column::PromptTokens).add(prompt),
+            )
+            .col_expr(
+                ex::Column::CompletionTokens,
+                Expr::col(ex::Column::CompletionTokens).add(completion),
+            )
+            .col_expr(ex::Column::UpdatedAt, Expr::value(now))
+            .filter(ex::Column::Id.eq(execution))
+            .exec(&txn)
+            .await
+            .map_err(db_err(ENTITY, "adding cost to an execution"))?;
+        if res.rows_affected == 0 {
+            return Err(Error::NotFound {
+                entity: ENTITY,
+                id: execution.to_string(),
+            });
+        }
+        if let Some(step_id) = step_id {
+            let res = step::Entity::update_many()
+                .col_expr(
+                    step::Column::CostNanoUsd,
+                    Expr::col(step::Column::CostNanoUsd).add(nanos),
+                )
+                .col_expr(
+                    step::Column::PromptTokens,
+                    Expr::col(step::Column::PromptTokens).add(prompt),
+                )
+                .col_expr(
+                    step::Column::CompletionTokens,
+                    Expr::col(step::Column::CompletionTokens).add(completion),
+                )
+                .col_expr(step::Column::UpdatedAt, Expr::value(now))
+                .filter(step::Column::Id.eq(step_id))
+                .filter(step::Column::ExecutionId.eq(execution))
+                .exec(&txn)
+                .await
+                .map_err(db_err("step execution", "adding cost to a step"))?;
+            if res.rows_affected == 0 {
+                return Err(Error::NotFound {
+                    entity: "step execution",
+                    id: format!("{step_id} of execution {execution}"),
+                });
+            }
+        }
+        txn.commit()
+            .await
+            .map_err(db_err(ENTITY, "committing a cost update"))
+    }
+
+    /// Deletes an execution; its steps, snapshots, approvals and rollback actions go with it.
+    pub async fn delete(&self, id: Uuid) -> Result<()> {
+        let res = ex::Entity::delete_by_id(id)
+            .exec(self.conn())
+            .await
+            .map_err(db_err(ENTITY, "deleting an execution"))?;
+        if res.rows_affected == 0 {
+            return Err(Error::NotFound {
+                entity: ENTITY,
+                id: id.to_string(),
+            });
+        }
+        Ok(())
+    }
+}
