@@ -115,6 +115,77 @@ impl<E: crate::Executor> Outbox<'_, E> {
             .map_err(db_err(ENTITY, "reading the outbox"))
     }
 
+    /// Up to `limit` unpublished events in id order, locked for the caller's transaction.
+    ///
+    /// On PostgreSQL this is `SELECT ... FOR UPDATE SKIP LOCKED`: run it through a [`crate::Tx`]
+    /// and several relays share the outbox without publishing a row twice or out of order per
+    /// key (rows another relay holds are skipped until it commits). On SQLite, whose writers
+    /// are serialized anyway, it is the same as [`Outbox::unpublished`].
+    pub async fn claim_unpublished(&self, limit: u64) -> Result<Vec<OutboxEvent>> {
+        use sea_orm::sea_query::{LockBehavior, LockType};
+        let mut q = ob::Entity::find()
+            .filter(ob::Column::PublishedAt.is_null())
+            .order_by_asc(ob::Column::Id)
+            .limit(limit);
+        let postgres = self.ex.kind() == crate::Backend::Postgres;
+        if postgres {
+            q = q.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+        }
+        let claimed: Vec<OutboxEvent> = q
+            .all(self.conn())
+            .await
+            .map(|v| v.into_iter().map(OutboxEvent::from).collect())
+            .map_err(db_err(ENTITY, "claiming outbox events"))?;
+        if !postgres || claimed.is_empty() {
+            return Ok(claimed);
+        }
+        // Another relay may hold an earlier row of the same key: publishing ours first would
+        // reorder that key. Keep a keyed row only when every earlier unpublished row of its
+        // (topic, key) is claimed here too.
+        let max_id = claimed.iter().map(|e| e.id).max().unwrap_or_default();
+        let keys: Vec<String> = claimed
+            .iter()
+            .filter_map(|e| e.key.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if keys.is_empty() {
+            return Ok(claimed);
+        }
+        let earlier: Vec<(i64, String, Option<String>)> = ob::Entity::find()
+            .select_only()
+            .column(ob::Column::Id)
+            .column(ob::Column::Topic)
+            .column(ob::Column::MessageKey)
+            .filter(ob::Column::PublishedAt.is_null())
+            .filter(ob::Column::Id.lte(max_id))
+            .filter(ob::Column::MessageKey.is_in(keys))
+            .order_by_asc(ob::Column::Id)
+            .into_tuple()
+            .all(self.conn())
+            .await
+            .map_err(db_err(ENTITY, "claiming outbox events"))?;
+        let mine: std::collections::BTreeSet<i64> = claimed.iter().map(|e| e.id).collect();
+        let mut blocked: std::collections::BTreeSet<(String, String)> = Default::default();
+        let mut keep: std::collections::BTreeSet<i64> = Default::default();
+        for (id, topic, key) in earlier {
+            let Some(key) = key else { continue };
+            let k = (topic, key);
+            if blocked.contains(&k) {
+                continue;
+            }
+            if mine.contains(&id) {
+                keep.insert(id);
+            } else {
+                blocked.insert(k);
+            }
+        }
+        Ok(claimed
+            .into_iter()
+            .filter(|e| e.key.is_none() || keep.contains(&e.id))
+            .collect())
+    }
+
     /// Marks events published; returns how many were still unpublished.
     pub async fn mark_published(&self, ids: &[i64]) -> Result<u64> {
         if ids.is_empty() {
@@ -161,6 +232,49 @@ repository!(
 );
 
 impl<E: crate::Executor> ConsumerOffsets<'_, E> {
+    /// Records that `group` processed `event_id`; `false` when it already had (a duplicate
+    /// delivery). Run it through the [`crate::Tx`] holding the handler's effects.
+    pub async fn mark_processed(&self, group: &str, event_id: Uuid) -> Result<bool> {
+        use sea_orm::ConnectionTrait;
+        use sea_orm::sea_query::{Alias, Query};
+        let stmt = Query::insert()
+            .into_table(Alias::new("processed_events"))
+            .columns([
+                Alias::new("consumer_group"),
+                Alias::new("event_id"),
+                Alias::new("processed_at"),
+            ])
+            .values_panic([group.into(), event_id.into(), Utc::now().into()])
+            .on_conflict(
+                OnConflict::columns([Alias::new("consumer_group"), Alias::new("event_id")])
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .to_owned();
+        self.conn()
+            .execute(&stmt)
+            .await
+            .map(|r| r.rows_affected() == 1)
+            .map_err(db_err("processed event", "recording a processed event"))
+    }
+
+    /// Forgets processed-event ids of `group` recorded before `before` (bounds the table;
+    /// keep them longer than any redelivery can take). Returns how many were removed.
+    pub async fn prune_processed(&self, group: &str, before: DateTime<Utc>) -> Result<u64> {
+        use sea_orm::ConnectionTrait;
+        use sea_orm::sea_query::{Alias, Query};
+        let stmt = Query::delete()
+            .from_table(Alias::new("processed_events"))
+            .and_where(Expr::col(Alias::new("consumer_group")).eq(group))
+            .and_where(Expr::col(Alias::new("processed_at")).lt(before))
+            .to_owned();
+        self.conn()
+            .execute(&stmt)
+            .await
+            .map(|r| r.rows_affected())
+            .map_err(db_err("processed event", "pruning processed events"))
+    }
+
     /// The next offset to read, if one was committed.
     pub async fn get(&self, group: &str, topic: &str, partition: i32) -> Result<Option<i64>> {
         co::Entity::find_by_id((group.to_string(), topic.to_string(), partition))
