@@ -1,0 +1,51 @@
+//! # wflo-sandbox — run agent-written code in locked-down Docker containers
+//!
+//! *Inner crate of Wflo: its API may change in any release. Use it through `wflo-core`, the one
+//! public, semver'd facade.*
+//!
+//! [`SandboxRuntime::execute`] runs one [`ExecRequest`] (Python or bash, with stdin, explicit
+//! env, files for /workspace, limits and a timeout) in a single-use container and returns an
+//! [`ExecutionResult`] with stdout and stderr kept apart, truncation flags, `timed_out` and
+//! `oom_killed`.
+//!
+//! Every container runs with: no network (the default bridge only when a request asks), user
+//! 1000:1000, a read-only root filesystem, size-capped tmpfs for /tmp and /workspace, all
+//! capabilities dropped, no-new-privileges, memory = memory + swap, `NanoCpus`, `PidsLimit`,
+//! `nofile`/`fsize` ulimits, no log driver, an init process, and labels (`wflo.managed`,
+//! `wflo.scope`, `wflo.sandbox-id`, `wflo.created`). The program reaches the container on its
+//! stdin, never in its command line or environment, so `docker inspect` does not show it.
+//!
+//! Containers are removed after use on every path (success, error, timeout, a dropped future);
+//! [`SandboxRuntime::sweep_orphans`] removes those a crashed process left behind, and runs when a
+//! runtime starts. A warm pool per limit profile keeps interpreters already waiting on stdin,
+//! each used once; an empty pool falls back to a cold start.
+//!
+//! ```no_run
+//! # async fn demo() -> wflo_sandbox::Result<()> {
+//! use wflo_sandbox::{ExecRequest, SandboxConfig, SandboxRuntime};
+//! let rt = SandboxRuntime::new(SandboxConfig::builder().build()?).await?;
+//! let out = rt
+//!     .execute(ExecRequest::builder("import sys; print(sys.stdin.read().upper())").stdin("hi").build()?)
+//!     .await?;
+//! assert_eq!(out.stdout, "HI\n");
+//! rt.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! No bollard type appears in this crate's public API.
+
+mod config;
+mod engine;
+mod error;
+mod frame;
+mod request;
+mod result;
+mod runtime;
+
+pub use config::{
+    DEFAULT_DOCKER_SOCKET, DEFAULT_IMAGE, Limits, SandboxConfig, SandboxConfigBuilder,
+};
+pub use error::{Error, Result};
+pub use request::{ExecRequest, ExecRequestBuilder, Language, NetworkPolicy};
+pub use result::{ExecStatus, ExecutionResult};
+pub use runtime::{ManagedContainer, SandboxRuntime};
