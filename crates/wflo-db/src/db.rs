@@ -3,7 +3,8 @@
 
 use crate::migration::{self, Migrator};
 use crate::repo::{
-    Approvals, ConsumerOffsets, Definitions, Executions, Outbox, Rollbacks, Snapshots, Steps,
+    Approvals, Budgets, ConsumerOffsets, Costs, Definitions, Executions, Outbox, Rollbacks,
+    Snapshots, Steps,
 };
 use crate::{Error, Result};
 use sea_orm::{
@@ -430,6 +431,14 @@ pub trait Executor: sealed::Sealed + Send + Sync + Sized {
     /// The transactional outbox.
     fn outbox(&self) -> Outbox<'_, Self> {
         Outbox::new(self)
+    }
+    /// Budgets, reservations and threshold alerts (wflo-cost's ledger).
+    fn budgets(&self) -> Budgets<'_, Self> {
+        Budgets::new(self)
+    }
+    /// The per-call cost ledger and its aggregates.
+    fn costs(&self) -> Costs<'_, Self> {
+        Costs::new(self)
     }
     /// Consumer offsets stored with a consumer's effects.
     fn consumer_offsets(&self) -> ConsumerOffsets<'_, Self> {

@@ -6,6 +6,7 @@
 
 mod m20261125_000001_core;
 mod m20261125_000002_bus;
+mod m20261125_000003_costs;
 
 use sea_orm::{ConnectionTrait, DbBackend};
 use sea_orm_migration::prelude::*;
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261125_000001_core::Migration),
             Box::new(m20261125_000002_bus::Migration),
+            Box::new(m20261125_000003_costs::Migration),
         ]
     }
 }

@@ -2,7 +2,9 @@
 //! transaction) and speaks only in the domain types defined here.
 
 mod approvals;
+mod budgets;
 mod bus;
+mod costs;
 mod definitions;
 mod executions;
 mod rollbacks;
@@ -12,7 +14,12 @@ mod steps;
 pub use approvals::{
     Approval, ApprovalDecision, ApprovalStatus, Approvals, NewApproval, RiskLevel, TimeoutPolicy,
 };
+pub use budgets::{
+    Budget, BudgetAlert, BudgetKey, Budgets, NewBudget, NewReservation, Reservation,
+    ReservationStatus, ReserveOutcome, Settle, Settlement, ThresholdCrossed,
+};
 pub use bus::{ConsumerOffsets, NewOutboxEvent, Outbox, OutboxEvent};
+pub use costs::{CostEntry, CostFilter, CostTotals, Costs, LedgerTokens, NewCostEntry};
 pub use definitions::{Definition, Definitions, NewDefinition};
 pub use executions::{Execution, ExecutionStatus, Executions, NewExecution, Outcome, Tokens};
 pub use rollbacks::{NewRollback, Rollback, RollbackStatus, Rollbacks};

@@ -1,0 +1,1014 @@
+//! Budgets that cannot be overshot: every change of a budget's `spent` or `reserved` amount is
+//! one conditional, atomic UPDATE, and a reservation across several budgets is one transaction
+//! (all or nothing).
+//!
+//! * [`Budgets::reserve`] first inserts the reservation row (unique `request_id`: a second
+//!   reserve with the same id returns the first and changes nothing), then for each budget, in
+//!   `(scope, period)` order, runs `UPDATE budgets SET reserved = reserved + n WHERE … AND
+//!   spent + reserved + n <= limit`. A budget that refuses rolls the whole transaction back.
+//! * [`Budgets::settle`] first moves the reservation PENDING→SETTLED in a conditional UPDATE (a
+//!   second settle changes nothing and is [`Error::InvalidTransition`]), writes the ledger row,
+//!   then moves the reserved amount out of `reserved` and adds the actual cost to `spent`. In the
+//!   same transaction it claims each threshold the spend crossed with an
+//!   `INSERT … ON CONFLICT DO NOTHING` of a (budget, threshold) marker and writes the outbox
+//!   event only when that insert took effect: each alert is written once.
+//! * [`Budgets::release`] and [`Budgets::expire_due`] (the sweeper) free a pending reservation
+//!   the same way.
+//!
+//! Every transaction starts with a write, so on SQLite no transaction has to upgrade a read lock
+//! (the cause of immediate `database is locked` errors); the busy timeout orders the writers.
+
+use super::costs::{self, CostEntry, NewCostEntry};
+use super::{NewOutboxEvent, db_err, parse_stored, repository, text_enum};
+use crate::entity::outbox as ob;
+use crate::money::{nanos_to_usd, usd_to_nanos};
+use crate::{Error, Result};
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use sea_orm::sea_query::{CaseStatement, Expr, ExprTrait, OnConflict};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, DatabaseTransaction, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect, Set, TransactionTrait,
+};
+use uuid::Uuid;
+
+mod ent {
+    #![allow(unreachable_pub, missing_debug_implementations)]
+
+    pub(super) mod budget {
+        use sea_orm::entity::prelude::*;
+
+        #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+        #[sea_orm(table_name = "budgets")]
+        pub struct Model {
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub id: Uuid,
+            pub scope: String,
+            pub period: String,
+            pub limit_nano_usd: i64,
+            pub spent_nano_usd: i64,
+            pub reserved_nano_usd: i64,
+            pub last_reservation_id: Option<Uuid>,
+            pub created_at: DateTimeUtc,
+            pub updated_at: DateTimeUtc,
+        }
+
+        #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+        pub enum Relation {}
+
+        impl ActiveModelBehavior for ActiveModel {}
+    }
+
+    pub(super) mod reservation {
+        use sea_orm::entity::prelude::*;
+
+        #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+        #[sea_orm(table_name = "budget_reservations")]
+        pub struct Model {
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub id: Uuid,
+            pub request_id: String,
+            pub amount_nano_usd: i64,
+            pub actual_nano_usd: Option<i64>,
+            pub status: String,
+            pub execution_id: Option<Uuid>,
+            pub expires_at: DateTimeUtc,
+            pub created_at: DateTimeUtc,
+            pub closed_at: Option<DateTimeUtc>,
+        }
+
+        #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+        pub enum Relation {}
+
+        impl ActiveModelBehavior for ActiveModel {}
+    }
+
+    pub(super) mod reservation_scope {
+        use sea_orm::entity::prelude::*;
+
+        #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+        #[sea_orm(table_name = "budget_reservation_scopes")]
+        pub struct Model {
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub reservation_id: Uuid,
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub budget_id: Uuid,
+        }
+
+        #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+        pub enum Relation {}
+
+        impl ActiveModelBehavior for ActiveModel {}
+    }
+
+    pub(super) mod alert {
+        use sea_orm::entity::prelude::*;
+
+        #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+        #[sea_orm(table_name = "budget_alerts")]
+        pub struct Model {
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub budget_id: Uuid,
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub threshold_pct: i32,
+            pub spent_nano_usd: i64,
+            pub event_id: Uuid,
+            pub created_at: DateTimeUtc,
+        }
+
+        #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+        pub enum Relation {}
+
+        impl ActiveModelBehavior for ActiveModel {}
+    }
+}
+
+use ent::{alert, budget as bg, reservation as rs, reservation_scope as rsc};
+
+text_enum!(
+    /// Where a budget reservation is in its life.
+    ReservationStatus {
+        /// Holding its amount in every budget it covers.
+        Pending = "PENDING",
+        /// The call's actual cost was charged (final).
+        Settled = "SETTLED",
+        /// Given back by the caller without a charge (final).
+        Released = "RELEASED",
+        /// Given back by the sweeper after its expiry; a late settle still charges it.
+        Expired = "EXPIRED",
+    }
+);
+
+/// Names a budget: a scope (`execution:<uuid>`, `workflow:<name>`, `tenant:<name>`, …) and a
+/// period (`""` for a budget that never resets, `2026-11` or `2026-11-25` for periodic ones).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BudgetKey {
+    /// The scope.
+    pub scope: String,
+    /// The period (empty when not periodic).
+    pub period: String,
+}
+
+impl BudgetKey {
+    /// A key.
+    pub fn new(scope: impl Into<String>, period: impl Into<String>) -> Self {
+        BudgetKey {
+            scope: scope.into(),
+            period: period.into(),
+        }
+    }
+}
+
+/// A budget and where it stands, exact.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Budget {
+    /// Row id.
+    pub id: Uuid,
+    /// Scope and period.
+    pub key: BudgetKey,
+    /// The limit (inclusive: spending exactly the limit is within budget).
+    pub limit_usd: Decimal,
+    /// Charged by settled calls.
+    pub spent_usd: Decimal,
+    /// Held by pending reservations.
+    pub reserved_usd: Decimal,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Budget {
+    /// `limit - spent - reserved` (negative only if a settle charged more than reserved).
+    pub fn available_usd(&self) -> Decimal {
+        self.limit_usd - self.spent_usd - self.reserved_usd
+    }
+}
+
+impl From<bg::Model> for Budget {
+    fn from(m: bg::Model) -> Self {
+        Budget {
+            id: m.id,
+            key: BudgetKey::new(m.scope, m.period),
+            limit_usd: nanos_to_usd(m.limit_nano_usd),
+            spent_usd: nanos_to_usd(m.spent_nano_usd),
+            reserved_usd: nanos_to_usd(m.reserved_nano_usd),
+            created_at: m.created_at,
+            updated_at: m.updated_at,
+        }
+    }
+}
+
+/// A budget to create.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewBudget {
+    /// Scope and period.
+    pub key: BudgetKey,
+    /// The limit; must be greater than zero.
+    pub limit_usd: Decimal,
+}
+
+/// A reservation of an amount in every budget of a call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reservation {
+    /// Row id.
+    pub id: Uuid,
+    /// The caller's idempotency key.
+    pub request_id: String,
+    /// The amount held in each budget.
+    pub amount_usd: Decimal,
+    /// The actual cost, once settled.
+    pub actual_usd: Option<Decimal>,
+    /// Status.
+    pub status: ReservationStatus,
+    /// The execution the call belongs to.
+    pub execution_id: Option<Uuid>,
+    /// When the sweeper may release it.
+    pub expires_at: DateTime<Utc>,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Settled, released or expired.
+    pub closed_at: Option<DateTime<Utc>>,
+}
+
+impl TryFrom<rs::Model> for Reservation {
+    type Error = Error;
+    fn try_from(m: rs::Model) -> Result<Self> {
+        Ok(Reservation {
+            id: m.id,
+            request_id: m.request_id,
+            amount_usd: nanos_to_usd(m.amount_nano_usd),
+            actual_usd: m.actual_nano_usd.map(nanos_to_usd),
+            status: parse_stored(&m.status)?,
+            execution_id: m.execution_id,
+            expires_at: m.expires_at,
+            created_at: m.created_at,
+            closed_at: m.closed_at,
+        })
+    }
+}
+
+/// A reservation to make.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewReservation {
+    /// Idempotency key: reserving the same id twice holds the amount once.
+    pub request_id: String,
+    /// The amount to hold in every budget (the call's worst-case cost).
+    pub amount_usd: Decimal,
+    /// The budgets to hold it in; keys without a budget row are skipped.
+    pub budgets: Vec<BudgetKey>,
+    /// The execution the call belongs to.
+    pub execution_id: Option<Uuid>,
+    /// When the sweeper may release it.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What [`Budgets::reserve`] did.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum ReserveOutcome {
+    /// The amount is now held in every budget listed (after the update).
+    Reserved {
+        /// The new reservation.
+        reservation: Reservation,
+        /// The budgets that hold it.
+        budgets: Vec<Budget>,
+    },
+    /// A reservation with this request id existed; nothing changed.
+    Existing(Reservation),
+    /// A budget had no room; nothing changed.
+    Refused {
+        /// The budget that refused, exactly as the refusing statement saw it
+        /// (`spent + reserved + requested > limit`).
+        budget: Budget,
+        /// The amount asked for.
+        requested_usd: Decimal,
+    },
+}
+
+/// A settle to do.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settle {
+    /// The reservation.
+    pub reservation_id: Uuid,
+    /// The call's actual cost, charged to every budget of the reservation.
+    pub actual_usd: Decimal,
+    /// The ledger row to write in the same transaction (it accumulates on the execution and
+    /// step it names; without an execution, the reservation's execution is used).
+    pub ledger: Option<NewCostEntry>,
+    /// Thresholds in percent of the limit (e.g. 50, 75, 90, 100) whose crossing writes an
+    /// alert.
+    pub thresholds: Vec<u32>,
+}
+
+/// A threshold a settle crossed for the first time in a budget.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ThresholdCrossed {
+    /// The budget, after the settle.
+    pub budget: Budget,
+    /// The threshold, in percent.
+    pub threshold_pct: u32,
+}
+
+/// What [`Budgets::settle`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settlement {
+    /// The reservation, now SETTLED.
+    pub reservation: Reservation,
+    /// Its budgets after the charge.
+    pub budgets: Vec<Budget>,
+    /// The ledger row written.
+    pub ledger: Option<CostEntry>,
+    /// Whether the reservation had already expired (its amount was no longer held).
+    pub late: bool,
+    /// Thresholds crossed for the first time (their outbox events are written).
+    pub alerts: Vec<ThresholdCrossed>,
+}
+
+/// A threshold alert that was written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BudgetAlert {
+    /// The budget.
+    pub budget_id: Uuid,
+    /// The threshold, in percent.
+    pub threshold_pct: u32,
+    /// The budget's spend when it was crossed.
+    pub spent_usd: Decimal,
+    /// The outbox event written for it.
+    pub event_id: Uuid,
+    /// When.
+    pub created_at: DateTime<Utc>,
+}
+
+repository!(
+    /// Budgets, reservations and threshold alerts.
+    Budgets
+);
+
+const ENTITY: &str = "budget";
+const RES: &str = "budget reservation";
+
+impl<E: crate::Executor> Budgets<'_, E> {
+    async fn begin(&self, what: &'static str) -> Result<DatabaseTransaction> {
+        self.conn().begin().await.map_err(db_err(ENTITY, what))
+    }
+
+    /// Creates a budget; its key existing already is [`Error::AlreadyExists`], a limit of zero
+    /// or less is [`Error::Invalid`].
+    pub async fn create(&self, new: NewBudget) -> Result<Budget> {
+        let model = Self::row(&new)?;
+        model
+            .insert(self.conn())
+            .await
+            .map(Budget::from)
+            .map_err(db_err(ENTITY, "creating a budget"))
+    }
+
+    /// The budget of `new.key`, created with `new.limit_usd` when missing (for periodic
+    /// budgets made on demand from a policy). An existing budget keeps its limit.
+    pub async fn ensure(&self, new: NewBudget) -> Result<Budget> {
+        let key = new.key.clone();
+        let model = Self::row(&new)?;
+        bg::Entity::insert(model)
+            .on_conflict(
+                OnConflict::columns([bg::Column::Scope, bg::Column::Period])
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .exec_without_returning(self.conn())
+            .await
+            .map_err(db_err(ENTITY, "creating a budget"))?;
+        self.find(&key).await?.ok_or_else(|| Error::NotFound {
+            entity: ENTITY,
+            id: format!("{}@{}", key.scope, key.period),
+        })
+    }
+
+    fn row(new: &NewBudget) -> Result<bg::ActiveModel> {
+        if new.key.scope.trim().is_empty() {
+            return Err(Error::Invalid {
+                entity: ENTITY,
+                detail: "the scope must not be empty".into(),
+            });
+        }
+        if new.limit_usd <= Decimal::ZERO {
+            return Err(Error::Invalid {
+                entity: ENTITY,
+                detail: format!("the limit {} USD must be greater than zero", new.limit_usd),
+            });
+        }
+        let limit = usd_to_nanos(new.limit_usd)?;
+        if limit == 0 {
+            return Err(Error::Invalid {
+                entity: ENTITY,
+                detail: format!("the limit {} USD is below one nano-USD", new.limit_usd),
+            });
+        }
+        let now = Utc::now();
+        Ok(bg::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            scope: Set(new.key.scope.clone()),
+            period: Set(new.key.period.clone()),
+            limit_nano_usd: Set(limit),
+            spent_nano_usd: Set(0),
+            reserved_nano_usd: Set(0),
+            last_reservation_id: Set(None),
+            created_at: Set(now),
+            updated_at: Set(now),
+        })
+    }
+
+    /// By id.
+    pub async fn get(&self, id: Uuid) -> Result<Budget> {
+        bg::Entity::find_by_id(id)
+            .one(self.conn())
+            .await
+            .map_err(db_err(ENTITY, "reading a budget"))?
+            .map(Budget::from)
+            .ok_or_else(|| Error::NotFound {
+                entity: ENTITY,
+                id: id.to_string(),
+            })
+    }
+
+    /// By key.
+    pub async fn find(&self, key: &BudgetKey) -> Result<Option<Budget>> {
+        find_on(self.conn(), key).await
+    }
+
+    /// The budgets of a scope, every period, oldest period first.
+    pub async fn list_for_scope(&self, scope: &str) -> Result<Vec<Budget>> {
+        bg::Entity::find()
+            .filter(bg::Column::Scope.eq(scope))
+            .order_by_asc(bg::Column::Period)
+            .all(self.conn())
+            .await
+            .map(|v| v.into_iter().map(Budget::from).collect())
+            .map_err(db_err(ENTITY, "listing budgets"))
+    }
+
+    /// Changes a budget's limit (greater than zero).
+    pub async fn set_limit(&self, id: Uuid, limit_usd: Decimal) -> Result<Budget> {
+        if limit_usd <= Decimal::ZERO {
+            return Err(Error::Invalid {
+                entity: ENTITY,
+                detail: format!("the limit {limit_usd} USD must be greater than zero"),
+            });
+        }
+        let nanos = usd_to_nanos(limit_usd)?;
+        let res = bg::Entity::update_many()
+            .col_expr(bg::Column::LimitNanoUsd, Expr::value(nanos))
+            .col_expr(bg::Column::UpdatedAt, Expr::value(Utc::now()))
+            .filter(bg::Column::Id.eq(id))
+            .exec(self.conn())
+            .await
+            .map_err(db_err(ENTITY, "changing a budget's limit"))?;
+        if res.rows_affected == 0 {
+            return Err(Error::NotFound {
+                entity: ENTITY,
+                id: id.to_string(),
+            });
+        }
+        self.get(id).await
+    }
+
+    /// Holds `new.amount_usd` in every budget of `new.budgets` that exists, atomically: either
+    /// every budget had room (`spent + reserved + amount <= limit`) and holds it, or nothing
+    /// changed and the first budget without room is returned in [`ReserveOutcome::Refused`].
+    /// The same `request_id` reserved again returns [`ReserveOutcome::Existing`].
+    pub async fn reserve(&self, new: NewReservation) -> Result<ReserveOutcome> {
+        if new.request_id.trim().is_empty() {
+            return Err(Error::Invalid {
+                entity: RES,
+                detail: "the request id must not be empty".into(),
+            });
+        }
+        let amount = usd_to_nanos(new.amount_usd)?;
+        let mut keys = new.budgets.clone();
+        keys.sort();
+        keys.dedup();
+        let now = Utc::now();
+        let id = Uuid::now_v7();
+        let txn = self.begin("beginning a reservation").await?;
+        // The first statement is a write: the idempotency marker.
+        let inserted = rs::Entity::insert(rs::ActiveModel {
+            id: Set(id),
+            request_id: Set(new.request_id.clone()),
+            amount_nano_usd: Set(amount),
+            actual_nano_usd: Set(None),
+            status: Set(ReservationStatus::Pending.as_str().into()),
+            execution_id: Set(new.execution_id),
+            expires_at: Set(new.expires_at),
+            created_at: Set(now),
+            closed_at: Set(None),
+        })
+        .on_conflict(
+            OnConflict::column(rs::Column::RequestId)
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(&txn)
+        .await
+        .map_err(db_err(RES, "inserting a reservation"))?;
+        if inserted == 0 {
+            let existing = rs::Entity::find()
+                .filter(rs::Column::RequestId.eq(new.request_id.as_str()))
+                .one(&txn)
+                .await
+                .map_err(db_err(RES, "reading a reservation"))?;
+            drop(txn);
+            return match existing {
+                Some(m) => Ok(ReserveOutcome::Existing(m.try_into()?)),
+                None => Err(Error::NotFound {
+                    entity: RES,
+                    id: new.request_id,
+                }),
+            };
+        }
+        // Which budgets exist (ids are stable); then link them, then hold the amount last so
+        // the row locks are held for as short a time as possible.
+        let mut rows = Vec::with_capacity(keys.len());
+        for key in &keys {
+            if let Some(b) = find_model(&txn, key).await? {
+                rows.push(b);
+            }
+        }
+        if !rows.is_empty() {
+            rsc::Entity::insert_many(rows.iter().map(|b| rsc::ActiveModel {
+                reservation_id: Set(id),
+                budget_id: Set(b.id),
+            }))
+            .exec_without_returning(&txn)
+            .await
+            .map_err(db_err(RES, "linking a reservation to its budgets"))?;
+        }
+        let mut held = Vec::with_capacity(rows.len());
+        for b in &rows {
+            // One statement decides and records: room is taken only when
+            // `spent + reserved + amount <= limit`, and the row then names this reservation. The
+            // row returned is the state the decision was made on (refused) or its result.
+            let room = Expr::col(bg::Column::SpentNanoUsd)
+                .add(Expr::col(bg::Column::ReservedNanoUsd))
+                .add(amount)
+                .lte(Expr::col(bg::Column::LimitNanoUsd));
+            let when = |then: Expr, otherwise: Expr| -> Expr {
+                CaseStatement::new()
+                    .case(room.clone(), then)
+                    .finally(otherwise)
+                    .into()
+            };
+            let updated = bg::Entity::update_many()
+                .col_expr(
+                    bg::Column::ReservedNanoUsd,
+                    when(
+                        Expr::col(bg::Column::ReservedNanoUsd).add(amount),
+                        Expr::col(bg::Column::ReservedNanoUsd).into(),
+                    ),
+                )
+                .col_expr(
+                    bg::Column::LastReservationId,
+                    when(
+                        Expr::value(id),
+                        Expr::col(bg::Column::LastReservationId).into(),
+                    ),
+                )
+                .col_expr(
+                    bg::Column::UpdatedAt,
+                    when(Expr::value(now), Expr::col(bg::Column::UpdatedAt).into()),
+                )
+                .filter(bg::Column::Id.eq(b.id))
+                .exec_with_returning(&txn)
+                .await
+                .map_err(db_err(ENTITY, "holding an amount in a budget"))?;
+            let Some(row) = updated.into_iter().next() else {
+                // Deleted meanwhile: it no longer applies.
+                continue;
+            };
+            if row.last_reservation_id == Some(id) {
+                held.push(Budget::from(row));
+            } else {
+                txn.rollback()
+                    .await
+                    .map_err(db_err(RES, "rolling back a refused reservation"))?;
+                return Ok(ReserveOutcome::Refused {
+                    budget: Budget::from(row),
+                    requested_usd: nanos_to_usd(amount),
+                });
+            }
+        }
+        txn.commit()
+            .await
+            .map_err(db_err(RES, "committing a reservation"))?;
+        Ok(ReserveOutcome::Reserved {
+            reservation: Reservation {
+                id,
+                request_id: new.request_id,
+                amount_usd: nanos_to_usd(amount),
+                actual_usd: None,
+                status: ReservationStatus::Pending,
+                execution_id: new.execution_id,
+                expires_at: new.expires_at,
+                created_at: now,
+                closed_at: None,
+            },
+            budgets: held,
+        })
+    }
+
+    /// Charges a reservation's actual cost to each of its budgets and frees the amount it held,
+    /// writes the ledger row and the alerts of the thresholds crossed, all in one transaction.
+    /// A reservation that is unknown is [`Error::NotFound`]; one already settled or released is
+    /// [`Error::InvalidTransition`] and nothing is charged. An expired one is still charged
+    /// (the call happened): `late` is set and no held amount is freed.
+    ///
+    /// `make_event` builds the outbox event of a crossed threshold.
+    pub async fn settle<F>(&self, settle: Settle, make_event: F) -> Result<Settlement>
+    where
+        F: Fn(&ThresholdCrossed) -> NewOutboxEvent + Send + Sync,
+    {
+        let actual = usd_to_nanos(settle.actual_usd)?;
+        let now = Utc::now();
+        let id = settle.reservation_id;
+        let txn = self.begin("beginning a settle").await?;
+        let mut late = false;
+        let mut closed = close(
+            &txn,
+            id,
+            ReservationStatus::Pending,
+            ReservationStatus::Settled,
+            Some(actual),
+            now,
+        )
+        .await?;
+        if closed.is_none() {
+            closed = close(
+                &txn,
+                id,
+                ReservationStatus::Expired,
+                ReservationStatus::Settled,
+                Some(actual),
+                now,
+            )
+            .await?;
+            late = closed.is_some();
+        }
+        let Some(res) = closed else {
+            return Err(refusal(&txn, id, ReservationStatus::Settled).await);
+        };
+        let ledger = match &settle.ledger {
+            Some(entry) => {
+                let mut entry = entry.clone();
+                entry.reservation_id = Some(id);
+                if entry.execution_id.is_none() {
+                    entry.execution_id = res.execution_id;
+                }
+                entry.cost_usd = nanos_to_usd(actual);
+                Some(costs::record_on(&txn, &entry).await?)
+            }
+            None => None,
+        };
+        let freed = if late { 0 } else { res.amount_nano_usd };
+        let budgets = move_amounts(&txn, id, freed, actual, now).await?;
+        let mut alerts = Vec::new();
+        for b in &budgets {
+            for &pct in &settle.thresholds {
+                // spent * 100 >= limit * pct, in exact integers.
+                let crossed = i128::from(b.spent_nano_usd) * 100
+                    >= i128::from(b.limit_nano_usd) * i128::from(pct);
+                if !crossed || pct == 0 {
+                    continue;
+                }
+                let cross = ThresholdCrossed {
+                    budget: Budget::from(b.clone()),
+                    threshold_pct: pct,
+                };
+                let event = make_event(&cross);
+                let claimed = alert::Entity::insert(alert::ActiveModel {
+                    budget_id: Set(b.id),
+                    threshold_pct: Set(i32::try_from(pct).unwrap_or(i32::MAX)),
+                    spent_nano_usd: Set(b.spent_nano_usd),
+                    event_id: Set(event.event_id),
+                    created_at: Set(now),
+                })
+                .on_conflict(
+                    OnConflict::columns([alert::Column::BudgetId, alert::Column::ThresholdPct])
+                        .do_nothing()
+                        .to_owned(),
+                )
+                .exec_without_returning(&txn)
+                .await
+                .map_err(db_err("budget alert", "claiming a threshold alert"))?;
+                if claimed == 1 {
+                    enqueue(&txn, event).await?;
+                    alerts.push(cross);
+                }
+            }
+        }
+        txn.commit()
+            .await
+            .map_err(db_err(RES, "committing a settle"))?;
+        Ok(Settlement {
+            reservation: res.try_into()?,
+            budgets: budgets.into_iter().map(Budget::from).collect(),
+            ledger,
+            late,
+            alerts,
+        })
+    }
+
+    /// Gives a pending reservation back without a charge. Unknown is [`Error::NotFound`];
+    /// settled, released or expired is [`Error::InvalidTransition`].
+    pub async fn release(&self, reservation_id: Uuid) -> Result<Reservation> {
+        let now = Utc::now();
+        let txn = self.begin("beginning a release").await?;
+        let closed = close(
+            &txn,
+            reservation_id,
+            ReservationStatus::Pending,
+            ReservationStatus::Released,
+            None,
+            now,
+        )
+        .await?;
+        let Some(res) = closed else {
+            return Err(refusal(&txn, reservation_id, ReservationStatus::Released).await);
+        };
+        move_amounts(&txn, reservation_id, res.amount_nano_usd, 0, now).await?;
+        txn.commit()
+            .await
+            .map_err(db_err(RES, "committing a release"))?;
+        res.try_into()
+    }
+
+    /// The sweeper: frees up to `limit` pending reservations whose expiry is at or before
+    /// `now` (each in its own transaction; a reservation settled meanwhile is left alone).
+    /// Returns the expired reservations.
+    pub async fn expire_due(&self, now: DateTime<Utc>, limit: u64) -> Result<Vec<Reservation>> {
+        let due: Vec<Uuid> = rs::Entity::find()
+            .select_only()
+            .column(rs::Column::Id)
+            .filter(rs::Column::Status.eq(ReservationStatus::Pending.as_str()))
+            .filter(rs::Column::ExpiresAt.lte(now))
+            .order_by_asc(rs::Column::ExpiresAt)
+            .limit(limit)
+            .into_tuple()
+            .all(self.conn())
+            .await
+            .map_err(db_err(RES, "finding expired reservations"))?;
+        let mut expired = Vec::with_capacity(due.len());
+        for id in due {
+            let txn = self.begin("beginning an expiry").await?;
+            let stamp = Utc::now();
+            if let Some(res) = close(
+                &txn,
+                id,
+                ReservationStatus::Pending,
+                ReservationStatus::Expired,
+                None,
+                stamp,
+            )
+            .await?
+            {
+                move_amounts(&txn, id, res.amount_nano_usd, 0, stamp).await?;
+                txn.commit()
+                    .await
+                    .map_err(db_err(RES, "committing an expiry"))?;
+                expired.push(res.try_into()?);
+            }
+        }
+        Ok(expired)
+    }
+
+    /// A reservation by id.
+    pub async fn reservation(&self, id: Uuid) -> Result<Reservation> {
+        rs::Entity::find_by_id(id)
+            .one(self.conn())
+            .await
+            .map_err(db_err(RES, "reading a reservation"))?
+            .ok_or_else(|| Error::NotFound {
+                entity: RES,
+                id: id.to_string(),
+            })?
+            .try_into()
+    }
+
+    /// A reservation by request id.
+    pub async fn reservation_by_request(&self, request_id: &str) -> Result<Option<Reservation>> {
+        rs::Entity::find()
+            .filter(rs::Column::RequestId.eq(request_id))
+            .one(self.conn())
+            .await
+            .map_err(db_err(RES, "reading a reservation"))?
+            .map(Reservation::try_from)
+            .transpose()
+    }
+
+    /// The ids of the budgets a reservation holds its amount in.
+    pub async fn reservation_budgets(&self, reservation_id: Uuid) -> Result<Vec<Uuid>> {
+        rsc::Entity::find()
+            .select_only()
+            .column(rsc::Column::BudgetId)
+            .filter(rsc::Column::ReservationId.eq(reservation_id))
+            .into_tuple()
+            .all(self.conn())
+            .await
+            .map_err(db_err(RES, "reading a reservation's budgets"))
+    }
+
+    /// How many reservations are pending (in all budgets).
+    pub async fn count_pending(&self) -> Result<u64> {
+        rs::Entity::find()
+            .filter(rs::Column::Status.eq(ReservationStatus::Pending.as_str()))
+            .count(self.conn())
+            .await
+            .map_err(db_err(RES, "counting pending reservations"))
+    }
+
+    /// Sum of the actual cost of the settled reservations linked to a budget (for audits).
+    pub async fn settled_total(&self, budget_id: Uuid) -> Result<Decimal> {
+        let ids: Vec<Uuid> = rsc::Entity::find()
+            .select_only()
+            .column(rsc::Column::ReservationId)
+            .filter(rsc::Column::BudgetId.eq(budget_id))
+            .into_tuple()
+            .all(self.conn())
+            .await
+            .map_err(db_err(RES, "reading a budget's reservations"))?;
+        let mut total = 0i64;
+        for chunk in ids.chunks(500) {
+            let amounts: Vec<Option<i64>> = rs::Entity::find()
+                .select_only()
+                .column(rs::Column::ActualNanoUsd)
+                .filter(rs::Column::Id.is_in(chunk.iter().copied()))
+                .filter(rs::Column::Status.eq(ReservationStatus::Settled.as_str()))
+                .into_tuple()
+                .all(self.conn())
+                .await
+                .map_err(db_err(RES, "reading settled amounts"))?;
+            total += amounts.into_iter().flatten().sum::<i64>();
+        }
+        Ok(nanos_to_usd(total))
+    }
+
+    /// The threshold alerts written for a budget, lowest threshold first.
+    pub async fn alerts(&self, budget_id: Uuid) -> Result<Vec<BudgetAlert>> {
+        alert::Entity::find()
+            .filter(alert::Column::BudgetId.eq(budget_id))
+            .order_by_asc(alert::Column::ThresholdPct)
+            .all(self.conn())
+            .await
+            .map_err(db_err("budget alert", "listing alerts"))
+            .map(|v| {
+                v.into_iter()
+                    .map(|m| BudgetAlert {
+                        budget_id: m.budget_id,
+                        threshold_pct: u32::try_from(m.threshold_pct).unwrap_or(0),
+                        spent_usd: nanos_to_usd(m.spent_nano_usd),
+                        event_id: m.event_id,
+                        created_at: m.created_at,
+                    })
+                    .collect()
+            })
+    }
+}
+
+async fn find_model<C: sea_orm::ConnectionTrait>(
+    conn: &C,
+    key: &BudgetKey,
+) -> Result<Option<bg::Model>> {
+    bg::Entity::find()
+        .filter(bg::Column::Scope.eq(key.scope.as_str()))
+        .filter(bg::Column::Period.eq(key.period.as_str()))
+        .one(conn)
+        .await
+        .map_err(db_err(ENTITY, "reading a budget"))
+}
+
+async fn find_on<C: sea_orm::ConnectionTrait>(conn: &C, key: &BudgetKey) -> Result<Option<Budget>> {
+    Ok(find_model(conn, key).await?.map(Budget::from))
+}
+
+/// Moves a reservation `from` → `to` in one conditional UPDATE; `None` when it was not in
+/// `from`.
+async fn close(
+    txn: &DatabaseTransaction,
+    id: Uuid,
+    from: ReservationStatus,
+    to: ReservationStatus,
+    actual: Option<i64>,
+    now: DateTime<Utc>,
+) -> Result<Option<rs::Model>> {
+    let mut update = rs::Entity::update_many()
+        .col_expr(rs::Column::Status, Expr::value(to.as_str()))
+        .col_expr(rs::Column::ClosedAt, Expr::value(now));
+    if let Some(actual) = actual {
+        update = update.col_expr(rs::Column::ActualNanoUsd, Expr::value(actual));
+    }
+    update
+        .filter(rs::Column::Id.eq(id))
+        .filter(rs::Column::Status.eq(from.as_str()))
+        .exec_with_returning(txn)
+        .await
+        .map_err(db_err(RES, "closing a reservation"))
+        .map(|v| v.into_iter().next())
+}
+
+/// The typed error for a reservation that could not be moved to `to`.
+async fn refusal(txn: &DatabaseTransaction, id: Uuid, to: ReservationStatus) -> Error {
+    match rs::Entity::find_by_id(id).one(txn).await {
+        Ok(Some(m)) => Error::InvalidTransition {
+            entity: RES,
+            id: id.to_string(),
+            from: m.status,
+            to: to.as_str().into(),
+        },
+        Ok(None) => Error::NotFound {
+            entity: RES,
+            id: id.to_string(),
+        },
+        Err(e) => Error::from_db(RES, "reading a reservation", e),
+    }
+}
+
+/// For each budget of a reservation (in key order, the order reserve locks them): frees
+/// `freed` from `reserved` and adds `charged` to `spent`. Returns the budgets after.
+async fn move_amounts(
+    txn: &DatabaseTransaction,
+    reservation_id: Uuid,
+    freed: i64,
+    charged: i64,
+    now: DateTime<Utc>,
+) -> Result<Vec<bg::Model>> {
+    let ids: Vec<Uuid> = rsc::Entity::find()
+        .select_only()
+        .column(rsc::Column::BudgetId)
+        .filter(rsc::Column::ReservationId.eq(reservation_id))
+        .into_tuple()
+        .all(txn)
+        .await
+        .map_err(db_err(RES, "reading a reservation's budgets"))?;
+    let ordered: Vec<Uuid> = if ids.len() > 1 {
+        bg::Entity::find()
+            .select_only()
+            .column(bg::Column::Id)
+            .filter(bg::Column::Id.is_in(ids))
+            .order_by_asc(bg::Column::Scope)
+            .order_by_asc(bg::Column::Period)
+            .into_tuple()
+            .all(txn)
+            .await
+            .map_err(db_err(ENTITY, "ordering budgets"))?
+    } else {
+        ids
+    };
+    let mut out = Vec::with_capacity(ordered.len());
+    for id in ordered {
+        let mut update =
+            bg::Entity::update_many().col_expr(bg::Column::UpdatedAt, Expr::value(now));
+        if freed != 0 {
+            update = update.col_expr(
+                bg::Column::ReservedNanoUsd,
+                Expr::col(bg::Column::ReservedNanoUsd).sub(freed),
+            );
+        }
+        if charged != 0 {
+            update = update.col_expr(
+                bg::Column::SpentNanoUsd,
+                Expr::col(bg::Column::SpentNanoUsd).add(charged),
+            );
+        }
+        let rows = update
+            .filter(bg::Column::Id.eq(id))
+            .exec_with_returning(txn)
+            .await
+            .map_err(db_err(ENTITY, "moving a reservation's amount"))?;
+        out.extend(rows);
+    }
+    Ok(out)
+}
+
+/// Writes an outbox event on the settle's transaction.
+async fn enqueue(txn: &DatabaseTransaction, new: NewOutboxEvent) -> Result<()> {
+    if new.topic.is_empty() {
+        return Err(Error::Invalid {
+            entity: "outbox event",
+            detail: "the topic must not be empty".into(),
+        });
+    }
+    ob::ActiveModel {
+        event_id: Set(new.event_id),
+        topic: Set(new.topic),
+        message_key: Set(new.key),
+        payload: Set(new.payload),
+        headers: Set(serde_json::to_value(new.headers).unwrap_or(serde_json::Value::Null)),
+        attempts: Set(0),
+        last_error: Set(None),
+        created_at: Set(Utc::now()),
+        published_at: Set(None),
+        ..Default::default()
+    }
+    .insert(txn)
+    .await
+    .map(|_| ())
+    .map_err(db_err("outbox event", "writing to the outbox"))
+}
