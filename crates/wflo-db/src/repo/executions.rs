@@ -308,8 +308,8 @@ impl<E: crate::Executor> Executions<'_, E> {
     }
 
     /// Adds `amount` and `tokens` to the execution (and to one of its steps), each as one
-    /// atomic `SET x = x + n` UPDATE inside one transaction: concurrent callers never lose an
-    /// increment. The amount is rounded to the nano-USD.
+    /// atomic `SET x = x + n` UPDATE (the two in one transaction when a step is given):
+    /// concurrent callers never lose an increment. The amount is rounded to the nano-USD.
     pub async fn add_cost(
         &self,
         execution: Uuid,
@@ -321,12 +321,7 @@ impl<E: crate::Executor> Executions<'_, E> {
         let prompt = counter(ENTITY, "prompt tokens", tokens.prompt)?;
         let completion = counter(ENTITY, "completion tokens", tokens.completion)?;
         let now = Utc::now();
-        let txn = self
-            .conn()
-            .begin()
-            .await
-            .map_err(db_err(ENTITY, "beginning a cost update"))?;
-        let res = ex::Entity::update_many()
+        let exec_update = ex::Entity::update_many()
             .col_expr(
                 ex::Column::CostNanoUsd,
                 Expr::col(ex::Column::CostNanoUsd).add(nanos),
@@ -340,42 +335,59 @@ impl<E: crate::Executor> Executions<'_, E> {
                 Expr::col(ex::Column::CompletionTokens).add(completion),
             )
             .col_expr(ex::Column::UpdatedAt, Expr::value(now))
-            .filter(ex::Column::Id.eq(execution))
+            .filter(ex::Column::Id.eq(execution));
+        let not_found = || Error::NotFound {
+            entity: ENTITY,
+            id: execution.to_string(),
+        };
+        let Some(step_id) = step_id else {
+            // One statement is atomic on its own: no transaction needed.
+            let res = exec_update
+                .exec(self.conn())
+                .await
+                .map_err(db_err(ENTITY, "adding cost to an execution"))?;
+            return if res.rows_affected == 0 {
+                Err(not_found())
+            } else {
+                Ok(())
+            };
+        };
+        let txn = self
+            .conn()
+            .begin()
+            .await
+            .map_err(db_err(ENTITY, "beginning a cost update"))?;
+        let res = exec_update
             .exec(&txn)
             .await
             .map_err(db_err(ENTITY, "adding cost to an execution"))?;
         if res.rows_affected == 0 {
-            return Err(Error::NotFound {
-                entity: ENTITY,
-                id: execution.to_string(),
-            });
+            return Err(not_found());
         }
-        if let Some(step_id) = step_id {
-            let res = step::Entity::update_many()
-                .col_expr(
-                    step::Column::CostNanoUsd,
-                    Expr::col(step::Column::CostNanoUsd).add(nanos),
-                )
-                .col_expr(
-                    step::Column::PromptTokens,
-                    Expr::col(step::Column::PromptTokens).add(prompt),
-                )
-                .col_expr(
-                    step::Column::CompletionTokens,
-                    Expr::col(step::Column::CompletionTokens).add(completion),
-                )
-                .col_expr(step::Column::UpdatedAt, Expr::value(now))
-                .filter(step::Column::Id.eq(step_id))
-                .filter(step::Column::ExecutionId.eq(execution))
-                .exec(&txn)
-                .await
-                .map_err(db_err("step execution", "adding cost to a step"))?;
-            if res.rows_affected == 0 {
-                return Err(Error::NotFound {
-                    entity: "step execution",
-                    id: format!("{step_id} of execution {execution}"),
-                });
-            }
+        let res = step::Entity::update_many()
+            .col_expr(
+                step::Column::CostNanoUsd,
+                Expr::col(step::Column::CostNanoUsd).add(nanos),
+            )
+            .col_expr(
+                step::Column::PromptTokens,
+                Expr::col(step::Column::PromptTokens).add(prompt),
+            )
+            .col_expr(
+                step::Column::CompletionTokens,
+                Expr::col(step::Column::CompletionTokens).add(completion),
+            )
+            .col_expr(step::Column::UpdatedAt, Expr::value(now))
+            .filter(step::Column::Id.eq(step_id))
+            .filter(step::Column::ExecutionId.eq(execution))
+            .exec(&txn)
+            .await
+            .map_err(db_err("step execution", "adding cost to a step"))?;
+        if res.rows_affected == 0 {
+            return Err(Error::NotFound {
+                entity: "step execution",
+                id: format!("{step_id} of execution {execution}"),
+            });
         }
         txn.commit()
             .await

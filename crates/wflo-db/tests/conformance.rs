@@ -1,0 +1,1223 @@
+//! The wflo-db conformance suite: every case runs on PostgreSQL and on SQLite.
+//!
+//! Run with `cargo xtask itest wflo-db` (starts PostgreSQL, exports WFLO_TEST_DATABASE_URL).
+//! Each case gets its own fresh database (`TestDb`), so cases run in parallel.
+#![cfg(feature = "integration")]
+
+use rstest::rstest;
+use rust_decimal::Decimal;
+use rust_decimal_macros::dec;
+use serde_json::json;
+use std::collections::BTreeMap;
+use uuid::Uuid;
+use wflo_db::testing::TestDb;
+use wflo_db::{
+    ApprovalDecision, ApprovalStatus, Backend, Db, DbConfig, Error, ExecutionStatus, Executor,
+    NewApproval, NewDefinition, NewExecution, NewOutboxEvent, NewRollback, NewStep, Outcome,
+    RiskLevel, RollbackStatus, StepStatus, TimeoutPolicy, Tokens,
+};
+
+async fn definition(db: &Db, name: &str) -> wflo_db::Definition {
+    db.definitions()
+        .create(NewDefinition {
+            name: name.into(),
+            version: None,
+            description: Some("a test workflow".into()),
+            definition: json!({"steps": [{"id": "plan", "kind": "llm"}]}),
+        })
+        .await
+        .expect("create definition")
+}
+
+async fn execution(db: &Db) -> (wflo_db::Definition, wflo_db::Execution) {
+    let def = definition(db, "wf").await;
+    let exec = db
+        .executions()
+        .create(NewExecution::new(def.id, json!({"ticket": 42})))
+        .await
+        .expect("create execution");
+    (def, exec)
+}
+
+fn approval(execution_id: Uuid) -> NewApproval {
+    NewApproval {
+        execution_id,
+        step_key: Some("deploy".into()),
+        message: "deploy to production?".into(),
+        context: json!({"diff": "+1 line"}),
+        risk_level: RiskLevel::High,
+        action_fingerprint: "sha256:abc".into(),
+        approver_group: Some("ops".into()),
+        timeout_at: None,
+        timeout_policy: TimeoutPolicy::Reject,
+        escalate_to: None,
+    }
+}
+
+// ------------------------------------------------------------------ connectivity and schema
+
+#[rstest]
+#[tokio::test]
+async fn connects_and_pings(#[values(Backend::Postgres, Backend::Sqlite)] backend: Backend) {
+    let t = TestDb::new(backend).await;
+    t.ping().await.unwrap();
+    assert_eq!(t.backend(), backend);
+    let status = t.schema_status().await.unwrap();
+    assert!(
+        status.pending.is_empty() && status.unknown.is_empty(),
+        "{status:?}"
+    );
+    assert!(status.applied.len() >= 2);
+}
+
+#[rstest]
+#[tokio::test]
+async fn all_tables_exist(#[values(Backend::Postgres, Backend::Sqlite)] backend: Backend) {
+    let t = TestDb::new(backend).await;
+    let tables = t.table_names().await.unwrap();
+    for table in [
+        "workflow_definitions",
+        "workflow_executions",
+        "step_executions",
+        "state_snapshots",
+        "approval_requests",
+        "rollback_actions",
+        "outbox_events",
+        "consumer_offsets",
+    ] {
+        assert!(
+            tables.iter().any(|t| t == table),
+            "{table} missing from {tables:?}"
+        );
+    }
+}
+
+#[rstest]
+#[tokio::test]
+async fn migrations_go_up_down_and_up(
+    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
+) {
+    let t = TestDb::new(backend).await;
+    definition(&t, "before").await;
+    t.migrate_down(None).await.unwrap();
+    let tables = t.table_names().await.unwrap();
+    assert!(
+        !tables
+            .iter()
+            .any(|t| t.starts_with("workflow_") || t == "outbox_events"),
+        "down left {tables:?}"
+    );
+    let status = t.schema_status().await.unwrap();
+    assert!(status.applied.is_empty(), "{status:?}");
+    t.migrate_up().await.unwrap();
+    // The schema works again, and is empty.
+    assert!(t.definitions().list().await.unwrap().is_empty());
+    definition(&t, "after").await;
+    assert_eq!(t.definitions().list().await.unwrap().len(), 1);
+}
+
+#[rstest]
+#[tokio::test]
+async fn a_schema_newer_than_the_build_is_refused(
+    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
+) {
+    let t = TestDb::new(backend).await;
+    // A newer Wflo recorded a migration this build does not know.
+    let url = t.url();
+    let raw = Db::connect(&DbConfig::builder(&url).build().unwrap())
+        .await
+        .unwrap();
+    drop(raw);
+    insert_fake_migration(&t, "m20991231_000001_from_the_future").await;
+    let err = Db::connect(&DbConfig::builder(&url).build().unwrap())
+        .await
+        .expect_err("a newer schema must be refused");
+    match &err {
+        Error::SchemaTooNew { unknown } => {
+            assert_eq!(
+                unknown,
+                &vec!["m20991231_000001_from_the_future".to_string()]
+            )
+        }
+        other => panic!("expected SchemaTooNew, got {other:?}"),
+    }
+    assert!(err.to_string().contains("newer than this build"), "{err}");
+}
+
+async fn insert_fake_migration(t: &TestDb, name: &str) {
+    // Through sqlx directly: wflo-db offers no way to forge a migration row, by design.
+    let url = t.url();
+    let sql = format!("INSERT INTO seaql_migrations (version, applied_at) VALUES ('{name}', 0)");
+    match t.backend() {
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&url).await.unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                .execute(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+        }
+        _ => {
+            let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                .execute(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+        }
+    }
+}
+
+#[rstest]
+#[tokio::test]
+async fn auto_migrate_off_refuses_a_schema_that_is_behind(
+    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
+) {
+    let t = TestDb::new(backend).await;
+    t.migrate_down(Some(1)).await.unwrap();
+    let err = Db::connect(
+        &DbConfig::builder(t.url())
+            .auto_migrate(false)
+            .build()
+            .unwrap(),
+    )
+    .await
+    .expect_err("pending migrations with auto_migrate off");
+    assert!(
+        matches!(err, Error::SchemaOutdated { pending: 1 }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("wflo migrate"), "{err}");
+}
+
+// ------------------------------------------------------------------ definitions
+
+#[rstest]
+#[tokio::test]
+async fn definition_create_stores_every_field(
+    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
+) {
+    let t = TestDb::new(backend).await;
+    let def = definition(&t, "triage").await;
+    assert_eq!(def.name, "triage");
+    assert_eq!(def.version, 1);
+    let stored = t.definitions().get(def.id).await.unwrap();
+    assert_eq!(stored.name, "triage");
+    assert_eq!(stored.version, 1);
+    assert_eq!(stored.description.as_deref(), Some("a test workflow"));
+    assert_eq!(
+        stored.definition,
+        json!({"steps": [{"id": "plan", "kind": "llm"}]})
+    );
+    assert!(stored.created_at <= chrono::Utc::now());
+}
+
+#[rstest]
+#[tokio::test]
+async fn definitions_are_queried_by_name(
+    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
+) {
+    let t = TestDb::new(backend).await;
+    definition(&t, "alpha").await;
+    let beta = definition(&t, "beta").await;
+    let found = t.definitions().latest("beta").await.unwrap();
+    assert_eq!(found.id, beta.id);
+    assert_eq!(t.definitions().versions("alpha").await.unwrap().len(), 1);
+    let missing = t.definitions().latest("gamma").await.unwrap_err();
+    assert!(matches!(missing, Error::NotFound { .. }), "{missing:?}");
+}
+
+#[rstest]
+#[tokio::test]
+async fn duplicate_name_and_version_is_a_typed_error(
+    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
+) {
+    let t = TestDb::new(backend).await;
+    let new = NewDefinition {
+        name: "dup".into(),
+        version: Some(1),
+        description: None,
+        definition: json!({}),
+    };
+    t.definitions().create(new.clone()).await.unwrap();
+    let err = t.definitions().create(new).await.unwrap_err();
+    assert!(matches!(err, Error::AlreadyExists { .. }), "{err:?}");
+    assert_eq!(t.definitions().versions("dup").await.unwrap().len(), 1);
+}
+
+#[rstest]
+#[tokio::test]
+async fn versions_coexist_and_order(
+    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
+) {
+    let t = TestDb::new(backend).await;
+    let v1 = definition(&t, "wf").await;
+    let v2 = t
+        .definitions()
+        .create(NewDefinition::new("wf", json!({"steps": [], "v": 2})))
+        .await
+        .unwrap();
+    assert_eq!((v1.version, v2.version), (1, 2));
+    let all = t.definitions().versions("wf").await.unwrap();
+    assert_eq!(
+        all.iter().map(|d| d.version).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    assert_eq!(t.definitions().latest("wf").await.unwrap().id, v2.id);
+    assert_eq!(
+        t.definitions().get_version("wf", 1).await.unwrap().id,
+        v1.id
+    );
+}
+
+#[rstest]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_definition_writers_get_distinct_versions(
+    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
+) {
+    let t = TestDb::new(backend).await;
+    let tasks: Vec<_> = (0..10)
+        .map(|i| {
+            let db = t.db().clone();
+            tokio::spawn(async move {
+                db.definitions()
+                    .create(NewDefinition::new("race", json!({ "writer": i })))
+                    .await
+                    .map(|d| d.version)
+            })
+        })
+        .collect();
+    let mut versions: Vec<i32> = Vec::new();
+    for task in tasks {
+        versions.push(task.await.unwrap().unwrap());
+    }
+    versions.sort();
+    assert_eq!(versions, (1..=10).collect::<Vec<_>>());
+}
+
+#[rstest]
+#[tokio::test]
+async fn an_empty_name_is_refused(#[values(Backend::Postgres, Backend::Sqlite)] backend: Backend) {
+    let t = TestDb::new(backend).await;
+    let err = t
+        .definitions()
+        .create(NewDefinition::new("  ", json!({})))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Invalid { .. }), "{err:?}");
+}
+
+// ------------------------------------------------------------------ executions
+
+#[rstest]
+#[tokio::test]
+async fn execution_round_trips_inputs_cost_and_tokens(
+    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
+) {
+    let t = TestDb::new(backend).await;
+    let (def, exec) = execution(&t).await;
+    assert_eq!(exec.status, ExecutionStatus::Pending);
+    assert_eq!(exec.cost_usd, Decimal::ZERO);
+    t.executions()
+        .add_cost(exec.id, None, dec!(0.006), Tokens::new(100, 50))
+        .await
+        .unwrap();
+    t.executions()
+        .add_cost(exec.id, None, dec!(0.012), Tokens::new(200, 100))
+        .await
+        .unwrap();
+    let stored = t.executions().get(exec.id).await.unwrap();
+    assert_eq!(stored.workflow_id, def.id);
+    assert_eq!(stored.inputs, json!({"ticket": 42}));
+    assert_eq!(stored.cost_usd, dec!(0.018));
+    assert_eq!(stored.tokens, Tokens::new(300, 150));
+    assert_eq!(stored.tokens.total(), 450);
+}
+
+#[rstest]
+#[tokio::test]
+async fn execution_relates_to_its_definition(
+    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
+) {
+    let t = TestDb::new(backend).await;
+    let (def, exec) = execution(&t).await;
+    let other = definition(&t, "other").await;
+    t.executions()
+        .create(NewExecution::new(other.id, json!({})))
+        .await
+        .unwrap();
+    let of_def = t.executions().list_for_workflow(def.id).await.unwrap();
+    assert_eq!(
+        of_def.iter().map(|e| e.id).collect::<Vec<_>>(),
+        vec![exec.id]
+    );
+    let parent = t.definitions().get(of_def[0].workflow_id).await.unwrap();
+    assert_eq!(parent.name, "wf");
+}
+
+#[rstest]
+#[tokio::test]
+async fn executions_are_queried_by_status(
+    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
+) {
+    let t = TestDb::new(backend).await;
+    let def = definition(&t, "wf").await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(
+            t.executions()
+                .create(NewExecution::new(def.id, json!({})))
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    t.executions()
+        .transition(ids[1], ExecutionStatus::Running, Outcome::default())
+        .await
+        .unwrap();
+    let running = t
+        .executions()
+        .list_by_status(ExecutionStatus::Running)
+        .await
+        .unwrap();
+    assert_eq!(
+        running.iter().map(|e| e.id).collect::<Vec<_>>(),
+        vec![ids[1]]
+    );
+    assert!(running[0].started_at.is_some());
+    let pending = t
+        .executions()
+        .list_by_status(ExecutionStatus::Pending)
+        .await
+        .unwrap();
+    assert_eq!(pending.len(), 2);
+}
+
+#[rstest]
+#[tokio::test]
+async fn status_transitions_are_validated(
+    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
+) {
+    let t = TestDb::new(backend).await;
+    let (_, exec) = execution(&t).await;
+    let ex = t.executions();
+    // PENDING cannot jump to COMPLETED.
+    let err = ex
+        .transition(exec.id, ExecutionStatus::Completed, Outcome::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidTransition { from, to, .. } if from == "PENDING" && to == "COMPLETED"),
+        "{err:?}"
+    );
+    ex.transition(exec.id, ExecutionStatus::Running, Outcome::default())
+        .await
+        .unwrap();
+    let done = ex
+        .transition(
+            exec.id,
+            ExecutionStatus::Completed,
+            Outcome {
+                outputs: Some(json!({"answer": 42})),
+                error: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.status, ExecutionStatus::Completed);
+    assert_eq!(done.outputs, Some(json!({"answer": 42})));
+    assert!(done.completed_at.is_some());
+    // A COMPLETED execution cannot return to RUNNING, and nothing changed.
+    let err = ex
+        .transition(exec.id, ExecutionStatus::Running, Outcome::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidTransition { from, .. } if from == "COMPLETED"),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains("cannot go from COMPLETED to RUNNING"),
+        "{err}"
+    );
+    assert_eq!(
+        ex.get(exec.id).await.unwrap().status,
+        ExecutionStatus::Completed
+    );
+    // Unknown execution.
+    let err = ex
+        .transition(Uuid::now_v7(), ExecutionStatus::Running, Outcome::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NotFound { .. }), "{err:?}");
+}
+
+#[rstest]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_transitions_have_one_winner(
+    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
+) {
+    let t = TestDb::new(backend).await;
+    let (_, exec) = execution(&t).await;
+    t.executions()
+        .transition(exec.id, ExecutionStatus::Running, Outcome::default())
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..10)
+        .map(|i| {
+            let db = t.db().clone();
+            let to = if i % 2 == 0 {
+                ExecutionStatus::Completed
+            } else {
+                ExecutionStatus::Cancelled
+            };
+            tokio::spawn(async move {
+                db.executions()
+                    .transition(exec.id, to, Outcome::default())
+                    .await
+                    .is_ok()
+            })
+        })
+        .collect();
+    let mut winners = 0;
+    for task in tasks {
+        winners += task.await.unwrap() as usize;
+    }
+    assert_eq!(winners, 1, "exactly one final transition may win");
+}
+
+#[rstest]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_concurrent_add_cost_calls_lose_nothing(
+    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
+) {
+    let t = TestDb::new(backend).await;
+    let (_, exec) = execution(&t).await;
+    let step = t
+        .steps()
+        .create(NewStep {
+            execution_id: exec.id,
+            step_key: "plan".into(),
+            step_type: "llm".into(),
+            inputs: None,
+        })
+        .await
+        .unwrap();
+    // 50 distinct amounts with up to 9 decimals: the exact sum is known.
+    let amounts: Vec<Decimal> = (1..=50)
+        .map(|i| Decimal::new(i * 1_234_567 + 1, 9))
+        .collect();
+    let expected: Decimal = amounts.iter().copied().sum();
+    let tasks: Vec<_> = amounts
+        .iter()
+        .enumerate()
+        .map(|(i, amount)| {
+            let db = t.db().clone();
+            let amount = *amount;
+            let step_id = (i % 2 == 0).then_some(step.id);
+            tokio::spawn(async move {
+                db.executions()
+                    .add_cost(exec.id, step_id, amount, Tokens::new(10, 5))
+                    .await
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let stored = t.executions().get(exec.id).await.unwrap();
+    assert_eq!(stored.cost_usd, expected.normalize());
+    assert_eq!(stored.tokens, Tokens::new(500, 250));
+    let step_expected: Decimal = amounts.iter().step_by(2).copied().sum();
+    let stored_step = t.steps().get(step.id).await.unwrap();
+    assert_eq!(stored_step.cost_usd, step_expected.normalize());
+    assert_eq!(stored_step.tokens, Tokens::new(250, 125));
+}
+
+#[rstest]
+#[tokio::test]
+async fn negative_cost_and_unknown_targets_are_refused(
+    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
+) {
+    let t = TestDb::new(backend).await;
+    let (_, exec) = execution(&t).await;
+    let err = t
+        .executions()
+        .add_cost(exec.id, None, dec!(-0.01), Tokens::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Invalid { .. }), "{err:?}");
+    let err = t
+        .executions()
+        .add_cost(Uuid::now_v7(), None, dec!(0.01), Tokens::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NotFound { .. }), "{err:?}");
+    // A step of another execution: refused, and the execution's total is untouched (one
+    // transaction).
+    let err = t
+        .executions()
+        .add_cost(exec.id, Some(Uuid::now_v7()), dec!(0.01), Tokens::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NotFound { .. }), "{err:?}");
+    assert_eq!(
+        t.executions().get(exec.id).await.unwrap().cost_usd,
+        Decimal::ZERO
+    );
+}
+
+// ------------------------------------------------------------------ steps
+
+#[rstest]
+#[tokio::test]
+async fn steps_belong_to_their_execution(
+    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
+) {
+    let t = TestDb::new(backend).await;
+    let (_, exec) = execution(&t).await;
+    let new = |key: &str| NewStep {
+        execution_id: exec.id,
+        step_key: key.into(),
+        step_type: "tool".into(),
+        inputs: Some(json!({"k": key})),
+    };
+    let a = t.steps().create(new("a")).await.unwrap();
+    let b = t.steps().create(new("b")).await.unwrap();
+    let listed = t.steps().list(exec.id).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|s| s.id).collect::<Vec<_>>(),
+        vec![a.id, b.id]
+    );
+    assert!(listed.iter().all(|s| s.execution_id == exec.id));
+    assert_eq!(listed[1].inputs, Some(json!({"k": "b"})));
+    let found = t.steps().find_by_key(exec.id, "b").await.unwrap().unwrap();
+    assert_eq!(found.id, b.id);
+    assert!(t.steps().find_by_key(exec.id, "c").await.unwrap().is_none());
+    // (execution, step_key) is unique.
+    let err = t.steps().create(new("a")).await.unwrap_err();
+    assert!(matches!(err, Error::AlreadyExists { .. }), "{err:?}");
+    // Attempts count and outputs are kept.
+    let s = t
+        .steps()
+        .transition(a.id, StepStatus::Running, None, None)
+        .await
+        .unwrap();
+    assert_eq!(s.attempt, 1);
+    let s = t
+        .steps()
+        .transition(a.id, StepStatus::Failed, None, Some("boom".into()))
+        .await
+        .unwrap();
+    assert_eq!(s.error.as_deref(), Some("boom"));
+    let s = t
+        .steps()
+        .transition(a.id, StepStatus::Running, None, None)
+        .await
+        .unwrap();
+    assert_eq!(s.attempt, 2);
+    let s = t
+        .steps()
+        .transition(a.id, StepStatus::Completed, Some(json!("ok")), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (s.status, s.outputs),
+        (StepStatus::Completed, Some(json!("ok")))
+    );
+    let err = t
+        .steps()
+        .transition(a.id, StepStatus::Running, None, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidTransition { .. }), "{err:?}");
+}
+
+// ------------------------------------------------------------------ snapshots
+
+#[rstest]
+#[tokio::test]
+async fn a_snapshot_is_stored(#[values(Backend::Postgres, Backend::Sqlite)] backend: Backend) {
+    let t = TestDb::new(backend).await;
+    let (_, exec) = execution(&t).await;
+    let snap = t
+        .snapshots()
+        .create(exec.id, Some("plan"), json!({"vars": {"x": 1}}))
+        .await
+        .unwrap();
+    assert_eq!(snap.version, 1);
+    let stored = t.snapshots().get(snap.id).await.unwrap();
+    assert_eq!(stored.state, json!({"vars": {"x": 1}}));
+    assert_eq!(stored.step_key.as_deref(), Some("plan"));
+    assert_eq!(stored.execution_id, exec.id);
+    assert!(stored.superseded_at.is_none());
+}
+
+#[rstest]
+#[tokio::test]
+async fn several_snapshots_are_ordered_and_superseded(
+    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
+) {
+    let t = TestDb::new(backend).await;
+    let (_, exec) = execution(&t).await;
+    for i in 1..=4 {
+        t.snapshots()
+            .create(exec.id, None, json!({ "step": i }))
+            .await
+            .unwrap();
+    }
+    let all = t.snapshots().list(exec.id).await.unwrap();
+    assert_eq!(
+        all.iter().map(|s| s.version).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4]
+    );
+    assert_eq!(all[2].state, json!({"step": 3}));
+    assert_eq!(
+        t.snapshots()
+            .latest(exec.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .version,
+        4
+    );
+    assert_eq!(t.snapshots().supersede_after(exec.id, 2).await.unwrap(), 2);
+    assert_eq!(t.snapshots().supersede_after(exec.id, 2).await.unwrap(), 0);
+    assert_eq!(
+        t.snapshots()
+            .latest(exec.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .version,
+        2
+    );
+    // Versions keep increasing after a rollback: v5, never a reused v3.
+    let next = t
+        .snapshots()
+        .create(exec.id, None, json!({}))
+        .await
+        .unwrap();
+    assert_eq!(next.version, 5);
+}
+
+#[rstest]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_concurrent_snapshot_writers_get_consecutive_versions(
+    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
+) {
+    let t = TestDb::new(backend).await;
+    let (_, exec) = execution(&t).await;
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let db = t.db().clone();
+            tokio::spawn(async move {
+                db.snapshots()
+                    .create(exec.id, None, json!({ "writer": i }))
+                    .await
+                    .map(|s| s.version)
+            })
+        })
+        .collect();
+    let mut versions = Vec::new();
+    for task in tasks {
+        versions.push(task.await.unwrap().unwrap());
+    }
+    versions.sort();
+    assert_eq!(versions, (1..=20).collect::<Vec<_>>());
+    assert_eq!(t.snapshots().list(exec.id).await.unwrap().len(), 20);
+}
+
+// ------------------------------------------------------------------ approvals and rollbacks
+
+#[rstest]
+#[tokio::test]
+async fn an_approval_request_is_stored_and_decided_once(
+    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
+) {
+    let t = TestDb::new(backend).await;
+    let (_, exec) = execution(&t).await;
+    let req = t.approvals().create(approval(exec.id)).await.unwrap();
+    let stored = t.approvals().get(req.id).await.unwrap();
+    assert_eq!(stored.status, ApprovalStatus::Pending);
+    assert_eq!(stored.message, "deploy to production?");
+    assert_eq!(stored.risk_level, RiskLevel::High);
+    assert_eq!(stored.context, json!({"diff": "+1 line"}));
+    assert_eq!(stored.action_fingerprint, "sha256:abc");
+    assert_eq!(t.approvals().pending().await.unwrap().len(), 1);
+    let decided = t
+        .approvals()
+        .decide(
+            req.id,
+            ApprovalDecision {
+                status: ApprovalStatus::Approved,
+                decided_by: "alice".into(),
+                reason: Some("looks fine".into()),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(decided.status, ApprovalStatus::Approved);
+    assert_eq!(decided.decided_by.as_deref(), Some("alice"));
+    assert_eq!(decided.decision_reason.as_deref(), Some("looks fine"));
+    assert!(decided.decided_at.is_some());
+    let err = t
+        .approvals()
+        .decide(
+            req.id,
+            ApprovalDecision {
+                status: ApprovalStatus::Rejected,
+                decided_by: "mallory".into(),
+                reason: None,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidTransition { from, .. } if from == "APPROVED"),
+        "{err:?}"
+    );
+    assert_eq!(
+        t.approvals()
+            .get(req.id)
+            .await
+            .unwrap()
+            .decided_by
+            .as_deref(),
+        Some("alice")
+    );
+    assert!(t.approvals().pending().await.unwrap().is_empty());
+}
+
+#[rstest]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_decisions_have_one_winner(
+    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
+) {
+    let t = TestDb::new(backend).await;
+    let (_, exec) = execution(&t).await;
+    let req = t.approvals().create(approval(exec.id)).await.unwrap();
+    let tasks: Vec<_> = (0..10)
+        .map(|i| {
+            let db = t.db().clone();
+            tokio::spawn(async move {
+                db.approvals()
+                    .decide(
+                        req.id,
+                        ApprovalDecision {
+                            status: if i % 2 == 0 {
+                                ApprovalStatus::Approved
+                            } else {
+                                ApprovalStatus::Rejected
+                            },
+                            decided_by: format!("approver-{i}"),
+                            reason: None,
+                        },
+                    )
+                    .await
+                    .ok()
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for task in tasks {
+        if let Some(a) = task.await.unwrap() {
+            winners.push(a);
+        }
+    }
+    assert_eq!(winners.len(), 1);
+    let stored = t.approvals().get(req.id).await.unwrap();
+    assert_eq!(stored.decided_by, winners[0].decided_by);
+}
+
+#[rstest]
+#[tokio::test]
+async fn a_rollback_action_is_stored(
+    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
+) {
+    let t = TestDb::new(backend).await;
+    let (_, exec) = execution(&t).await;
+    let snap = t
+        .snapshots()
+        .create(exec.id, None, json!({"x": 1}))
+        .await
+        .unwrap();
+    let rb = t
+        .rollbacks()
+        .create(NewRollback {
+            execution_id: exec.id,
+            snapshot_id: snap.id,
+            reason: "bad deploy".into(),
+            initiated_by: "bob".into(),
+            details: json!({}),
+        })
+        .await
+        .unwrap();
+    assert_eq!(rb.status, RollbackStatus::Pending);
+    let done = t
+        .rollbacks()
+        .finish(
+            rb.id,
+            RollbackStatus::Completed,
+            json!({"compensations": ["undo-deploy"]}),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.status, RollbackStatus::Completed);
+    assert_eq!(done.details, json!({"compensations": ["undo-deploy"]}));
+    assert_eq!(done.reason, "bad deploy");
+    assert_eq!(done.initiated_by, "bob");
+    assert!(done.completed_at.is_some());
+    let listed = t.rollbacks().list(exec.id).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].snapshot_id, snap.id);
+    let err = t
+        .rollbacks()
+        .finish(
+            rb.id,
+            RollbackStatus::Failed,
+            json!({}),
+            Some("late".into()),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidTransition { .. }), "{err:?}");
+}
+
+// ------------------------------------------------------------------ integrity
+
+#[rstest]
+#[tokio::test]
+async fn foreign_key_violations_are_typed_errors(
+    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
+) {
+    let t = TestDb::new(backend).await;
+    let err = t
+        .executions()
+        .create(NewExecution::new(Uuid::now_v7(), json!({})))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::ForeignKey { .. }), "{err:?}");
+    let err = t
+        .steps()
+        .create(NewStep {
+            execution_id: Uuid::now_v7(),
+            step_key: "x".into(),
+            step_type: "tool".into(),
+            inputs: None,
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::ForeignKey { .. }), "{err:?}");
+    let (_, exec) = execution(&t).await;
+    let err = t
+        .rollbacks()
+        .create(NewRollback {
+            execution_id: exec.id,
+            snapshot_id: Uuid::now_v7(),
+            reason: "r".into(),
+            initiated_by: "me".into(),
+            details: json!({}),
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::ForeignKey { .. }), "{err:?}");
+}
+
+#[rstest]
+#[tokio::test]
+async fn deleting_an_execution_removes_its_children(
+    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
+) {
+    let t = TestDb::new(backend).await;
+    let (def, exec) = execution(&t).await;
+    let (_, keep) = {
+        let e = t
+            .executions()
+            .create(NewExecution::new(def.id, json!({})))
+            .await
+            .unwrap();
+        (def.clone(), e)
+    };
+    let step = t
+        .steps()
+        .create(NewStep {
+            execution_id: exec.id,
+            step_key: "s".into(),
+            step_type: "tool".into(),
+            inputs: None,
+        })
+        .await
+        .unwrap();
+    let snap = t
+        .snapshots()
+        .create(exec.id, None, json!({}))
+        .await
+        .unwrap();
+    let appr = t.approvals().create(approval(exec.id)).await.unwrap();
+    let rb = t
+        .rollbacks()
+        .create(NewRollback {
+            execution_id: exec.id,
+            snapshot_id: snap.id,
+            reason: "r".into(),
+            initiated_by: "me".into(),
+            details: json!({}),
+        })
+        .await
+        .unwrap();
+    let kept_snap = t
+        .snapshots()
+        .create(keep.id, None, json!({}))
+        .await
+        .unwrap();
+    t.executions().delete(exec.id).await.unwrap();
+    assert!(matches!(
+        t.steps().get(step.id).await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        t.snapshots().get(snap.id).await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        t.approvals().get(appr.id).await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        t.rollbacks().get(rb.id).await,
+        Err(Error::NotFound { .. })
+    ));
+    // Another execution's rows are untouched, and so is the definition.
+    assert_eq!(
+        t.snapshots().get(kept_snap.id).await.unwrap().execution_id,
+        keep.id
+    );
+    assert_eq!(t.definitions().get(def.id).await.unwrap().id, def.id);
+}
+
+#[rstest]
+#[tokio::test]
+async fn nested_json_and_unicode_round_trip(
+    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
+) {
+    let t = TestDb::new(backend).await;
+    let doc = json!({
+        "name": "Überprüfung — 検証 🚀",
+        "nested": {"list": [1, 2.5, null, true, {"deep": ["a", {"b": "ç"}]}]},
+        "quotes": "it's \"quoted\" \\ backslash",
+        "big": 9_007_199_254_740_991i64,
+    });
+    let def = t
+        .definitions()
+        .create(NewDefinition {
+            name: "ワークフロー-ü".into(),
+            version: None,
+            description: Some("émoji 🎉".into()),
+            definition: doc.clone(),
+        })
+        .await
+        .unwrap();
+    let stored = t.definitions().latest("ワークフロー-ü").await.unwrap();
+    assert_eq!(stored.id, def.id);
+    assert_eq!(stored.definition, doc);
+    assert_eq!(stored.description.as_deref(), Some("émoji 🎉"));
+    let exec = t
+        .executions()
+        .create(NewExecution::new(def.id, doc.clone()))
+        .await
+        .unwrap();
+    assert_eq!(t.executions().get(exec.id).await.unwrap().inputs, doc);
+}
+
+// ------------------------------------------------------------------ transactions and the outbox
+
+fn event(topic: &str, key: &str) -> NewOutboxEvent {
+    NewOutboxEvent {
+        event_id: Uuid::now_v7(),
+        topic: topic.into(),
+        key: Some(key.into()),
+        payload: json!({"event_type": "workflow.status"}),
+        headers: BTreeMap::from([("content-type".to_string(), "application/json".to_string())]),
+    }
+}
+
+#[rstest]
+#[tokio::test]
+async fn a_state_change_and_its_event_commit_together(
+    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
+) {
+    let t = TestDb::new(backend).await;
+    let (_, exec) = execution(&t).await;
+
+    // Rolled back: neither the status nor the event.
+    let tx = t.begin().await.unwrap();
+    tx.executions()
+        .transition(exec.id, ExecutionStatus::Running, Outcome::default())
+        .await
+        .unwrap();
+    tx.outbox()
+        .enqueue(event("wflo.workflows", &exec.id.to_string()))
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(
+        t.executions().get(exec.id).await.unwrap().status,
+        ExecutionStatus::Pending
+    );
+    assert_eq!(t.outbox().count_unpublished().await.unwrap(), 0);
+
+    // Dropped without commit: same.
+    {
+        let tx = t.begin().await.unwrap();
+        tx.outbox()
+            .enqueue(event("wflo.workflows", "k"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(t.outbox().count_unpublished().await.unwrap(), 0);
+
+    // Committed: both.
+    let tx = t.begin().await.unwrap();
+    tx.executions()
+        .transition(exec.id, ExecutionStatus::Running, Outcome::default())
+        .await
+        .unwrap();
+    let ev = tx
+        .outbox()
+        .enqueue(event("wflo.workflows", &exec.id.to_string()))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        t.executions().get(exec.id).await.unwrap().status,
+        ExecutionStatus::Running
+    );
+    let pending = t.outbox().unpublished(10).await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].event_id, ev.event_id);
+    assert_eq!(
+        pending[0].headers.get("content-type").map(String::as_str),
+        Some("application/json")
+    );
+}
+
+#[rstest]
+#[tokio::test]
+async fn outbox_keeps_order_and_publishes_once(
+    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
+) {
+    let t = TestDb::new(backend).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(
+            t.outbox()
+                .enqueue(event("wflo.steps", &format!("k{i}")))
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    let batch = t.outbox().unpublished(3).await.unwrap();
+    assert_eq!(
+        batch.iter().map(|e| e.id).collect::<Vec<_>>(),
+        ids[..3].to_vec()
+    );
+    t.outbox()
+        .record_failure(&ids[..1], "broker down")
+        .await
+        .unwrap();
+    assert_eq!(t.outbox().unpublished(1).await.unwrap()[0].attempts, 1);
+    assert_eq!(t.outbox().mark_published(&ids[..3]).await.unwrap(), 3);
+    assert_eq!(t.outbox().mark_published(&ids[..3]).await.unwrap(), 0);
+    let rest = t.outbox().unpublished(10).await.unwrap();
+    assert_eq!(
+        rest.iter().map(|e| e.id).collect::<Vec<_>>(),
+        ids[3..].to_vec()
+    );
+    assert_eq!(t.outbox().count_unpublished().await.unwrap(), 2);
+    // The same event id twice is refused.
+    let dup = event("wflo.steps", "k");
+    t.outbox().enqueue(dup.clone()).await.unwrap();
+    let err = t.outbox().enqueue(dup).await.unwrap_err();
+    assert!(matches!(err, Error::AlreadyExists { .. }), "{err:?}");
+}
+
+#[rstest]
+#[tokio::test]
+async fn consumer_offsets_are_upserted(
+    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
+) {
+    let t = TestDb::new(backend).await;
+    let offsets = t.consumer_offsets();
+    assert_eq!(offsets.get("g", "wflo.steps", 0).await.unwrap(), None);
+    offsets.commit("g", "wflo.steps", 0, 10).await.unwrap();
+    offsets.commit("g", "wflo.steps", 1, 3).await.unwrap();
+    offsets.commit("g", "wflo.steps", 0, 11).await.unwrap();
+    assert_eq!(offsets.get("g", "wflo.steps", 0).await.unwrap(), Some(11));
+    assert_eq!(offsets.get("g", "wflo.steps", 1).await.unwrap(), Some(3));
+    assert_eq!(offsets.get("other", "wflo.steps", 0).await.unwrap(), None);
+    assert!(offsets.commit("g", "wflo.steps", 0, -1).await.is_err());
+    // Committed with a rolled-back transaction: not stored.
+    let tx = t.begin().await.unwrap();
+    tx.consumer_offsets()
+        .commit("g", "wflo.steps", 0, 99)
+        .await
+        .unwrap();
+    drop(tx);
+    assert_eq!(
+        t.consumer_offsets()
+            .get("g", "wflo.steps", 0)
+            .await
+            .unwrap(),
+        Some(11)
+    );
+}
+
+// ------------------------------------------------------------------ bad input
+
+#[tokio::test]
+async fn an_unreachable_server_names_the_url_without_its_password() {
+    // Port 1 on loopback: nothing listens there.
+    let config = DbConfig::builder("postgres://wflo_user:s3cret@127.0.0.1:1/wflo")
+        .connect_timeout(std::time::Duration::from_secs(2))
+        .acquire_timeout(std::time::Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let err = Db::connect(&config).await.unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, Error::Connect { .. }), "{err:?}");
+    assert!(text.contains("127.0.0.1:1/wflo"), "{text}");
+    assert!(!text.contains("s3cret"), "password leaked: {text}");
+    assert!(text.contains("cargo xtask services up postgres"), "{text}");
+    assert!(!format!("{config:?}").contains("s3cret"));
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_a_connect_error() {
+    let admin = wflo_db::testing::postgres_admin_url();
+    let mut url = url::Url::parse(&admin).unwrap();
+    url.set_password(Some("definitely-wrong")).unwrap();
+    let err = Db::connect(&DbConfig::builder(url.as_str()).build().unwrap())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Connect { .. }), "{err:?}");
+    assert!(!err.to_string().contains("definitely-wrong"), "{err}");
+    assert!(err.to_string().contains("password"), "{err}");
+}
+
+#[test]
+fn bad_urls_are_refused_before_connecting() {
+    let err = DbConfig::builder("mysql://u:p@h/db").build().unwrap_err();
+    assert!(matches!(err, Error::InvalidUrl { .. }), "{err:?}");
+    assert!(!err.to_string().contains(":p@"), "{err}");
+    assert!(
+        DbConfig::builder("sqlite::memory:")
+            .max_connections(0)
+            .build()
+            .is_err()
+    );
+}
