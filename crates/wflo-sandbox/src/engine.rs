@@ -240,7 +240,7 @@ fn spec(
             (
                 "/workspace".to_string(),
                 format!(
-                    "rw,nosuid,nodev,size={},uid=1000,gid=1000,mode=0755",
+                    "rw,exec,nosuid,nodev,size={},uid=1000,gid=1000,mode=0755",
                     profile.workspace
                 ),
             ),
