@@ -165,14 +165,14 @@ impl Drop for TestDb {
         let failed = std::thread::panicking();
         match &mut self.cleanup {
             Cleanup::Sqlite { dir } => {
-                if let Some(dir) = dir.take() {
-                    if failed {
-                        let kept = dir.keep();
-                        eprintln!(
-                            "test failed: kept its SQLite database in {}",
-                            kept.display()
-                        );
-                    }
+                if let Some(dir) = dir.take()
+                    && failed
+                {
+                    let kept = dir.keep();
+                    eprintln!(
+                        "test failed: kept its SQLite database in {}",
+                        kept.display()
+                    );
                 }
             }
             Cleanup::Postgres { admin_url } => {

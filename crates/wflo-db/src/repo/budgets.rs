@@ -562,19 +562,16 @@ impl<E: crate::Executor> Budgets<'_, E> {
                     bg::Column::ReservedNanoUsd,
                     when(
                         Expr::col(bg::Column::ReservedNanoUsd).add(amount),
-                        Expr::col(bg::Column::ReservedNanoUsd).into(),
+                        Expr::col(bg::Column::ReservedNanoUsd),
                     ),
                 )
                 .col_expr(
                     bg::Column::LastReservationId,
-                    when(
-                        Expr::value(id),
-                        Expr::col(bg::Column::LastReservationId).into(),
-                    ),
+                    when(Expr::value(id), Expr::col(bg::Column::LastReservationId)),
                 )
                 .col_expr(
                     bg::Column::UpdatedAt,
-                    when(Expr::value(now), Expr::col(bg::Column::UpdatedAt).into()),
+                    when(Expr::value(now), Expr::col(bg::Column::UpdatedAt)),
                 )
                 .filter(bg::Column::Id.eq(b.id))
                 .exec_with_returning(&txn)
