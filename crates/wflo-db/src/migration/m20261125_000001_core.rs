@@ -52,7 +52,7 @@ CREATE TABLE step_executions (
     step_key VARCHAR(255) NOT NULL CHECK (length(step_key) > 0),
     step_type VARCHAR(32) NOT NULL CHECK (length(step_type) > 0),
     status VARCHAR(32) NOT NULL DEFAULT 'PENDING' CHECK (status IN
-        ('PENDING', 'RUNNING', 'COMPLETED', 'FAILED', 'SKIPPED', 'CANCELLED')),
+        ('PENDING', 'RUNNING', 'COMPLETED', 'FAILED', 'SKIPPED', 'CANCELLED', 'ROLLED_BACK')),
     attempt INTEGER NOT NULL DEFAULT 0 CHECK (attempt >= 0),
     inputs {json},
     outputs {json},

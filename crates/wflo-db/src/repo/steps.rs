@@ -25,6 +25,8 @@ text_enum!(
         Skipped = "SKIPPED",
         /// Cancelled (final).
         Cancelled = "CANCELLED",
+        /// Completed, then undone by a rollback; runs again when the execution continues.
+        RolledBack = "ROLLED_BACK",
     }
 );
 
@@ -34,11 +36,12 @@ impl StepStatus {
         use StepStatus::*;
         match self {
             Pending => &[],
-            Running => &[Pending, Running, Failed],
+            Running => &[Pending, Running, Failed, RolledBack],
             Completed => &[Running],
             Failed => &[Pending, Running],
             Skipped => &[Pending],
             Cancelled => &[Pending, Running, Failed],
+            RolledBack => &[Completed],
         }
     }
 }
@@ -187,6 +190,29 @@ impl<E: crate::Executor> Steps<'_, E> {
             .into_iter()
             .map(Step::try_from)
             .collect()
+    }
+
+    /// Stores a partial output of a RUNNING step without changing its status (for example a
+    /// paid LLM response, before its cost is settled, so a crash never repeats the call).
+    pub async fn record_output(&self, id: Uuid, outputs: Value) -> Result<()> {
+        let res = step::Entity::update_many()
+            .col_expr(step::Column::Outputs, Expr::value(outputs))
+            .col_expr(step::Column::UpdatedAt, Expr::value(Utc::now()))
+            .filter(step::Column::Id.eq(id))
+            .filter(step::Column::Status.eq(StepStatus::Running.as_str()))
+            .exec(self.conn())
+            .await
+            .map_err(db_err(ENTITY, "recording a step's output"))?;
+        if res.rows_affected == 0 {
+            let current = self.get(id).await?;
+            return Err(Error::InvalidTransition {
+                entity: ENTITY,
+                id: id.to_string(),
+                from: current.status.to_string(),
+                to: "RUNNING (output recorded)".into(),
+            });
+        }
+        Ok(())
     }
 
     /// Moves a step to `to` in one conditional UPDATE (see [`StepStatus::allowed_from`]).

@@ -1,0 +1,798 @@
+//! The in-process engine: runs a stored definition or a Rust closure, step by step, with
+//! durable memoization.
+
+use crate::context::{Ctx, RunState};
+use crate::definition::WorkflowDef;
+use crate::events;
+use crate::tools::{Observer, Tool};
+use crate::{Error, Result};
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::OnceCell;
+use uuid::Uuid;
+use wflo_cache::LlmCache;
+use wflo_cost::{CostTracker, Period, Scope};
+use wflo_db::{
+    ApprovalDecision, ApprovalStatus, Db, ExecutionStatus, Executor, NewDefinition, NewExecution,
+    NewRollback, Outcome, RiskLevel, RollbackStatus, StepStatus,
+};
+use wflo_llm::LlmProvider;
+use wflo_sandbox::{SandboxConfig, SandboxRuntime};
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub(crate) approval_poll: Duration,
+    pub(crate) default_max_tokens: u32,
+    pub(crate) cache_namespace: String,
+}
+
+impl EngineConfig {
+    /// Defaults: approvals polled every 250 ms, LLM steps capped at 1024 output tokens unless
+    /// they say otherwise, cache namespace `default`.
+    pub fn builder() -> EngineConfigBuilder {
+        EngineConfigBuilder(EngineConfig {
+            approval_poll: Duration::from_millis(250),
+            default_max_tokens: 1024,
+            cache_namespace: "default".into(),
+        })
+    }
+}
+
+/// Builder of [`EngineConfig`].
+#[derive(Debug, Clone)]
+pub struct EngineConfigBuilder(EngineConfig);
+
+impl EngineConfigBuilder {
+    /// How often a waiting approval is checked.
+    pub fn approval_poll(mut self, d: Duration) -> Self {
+        self.0.approval_poll = d;
+        self
+    }
+    /// Output cap of LLM steps that give no `max_tokens` (it bounds the budget reservation).
+    pub fn default_max_tokens(mut self, n: u32) -> Self {
+        self.0.default_max_tokens = n;
+        self
+    }
+    /// Namespace (tenant) of the LLM response cache.
+    pub fn cache_namespace(mut self, ns: impl Into<String>) -> Self {
+        self.0.cache_namespace = ns.into();
+        self
+    }
+    /// Validates.
+    pub fn build(self) -> Result<EngineConfig> {
+        if self.0.approval_poll.is_zero() || self.0.default_max_tokens == 0 {
+            return Err(Error::NotConfigured(
+                "approval_poll and default_max_tokens must be greater than zero".into(),
+            ));
+        }
+        if self.0.cache_namespace.is_empty() {
+            return Err(Error::NotConfigured(
+                "the cache namespace must not be empty".into(),
+            ));
+        }
+        Ok(self.0)
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) db: Db,
+    pub(crate) costs: CostTracker,
+    pub(crate) llm: Option<Arc<dyn LlmProvider>>,
+    pub(crate) sandbox_config: Option<SandboxConfig>,
+    pub(crate) sandbox: OnceCell<Arc<SandboxRuntime>>,
+    pub(crate) cache: Option<LlmCache>,
+    pub(crate) tools: HashMap<String, Arc<dyn Tool>>,
+    pub(crate) config: EngineConfig,
+}
+
+/// The in-process engine. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("db", &self.inner.db)
+            .field(
+                "llm",
+                &self.inner.llm.as_ref().map(|p| p.name().to_string()),
+            )
+            .field("tools", &self.inner.tools.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// Builder of [`Engine`].
+pub struct EngineBuilder {
+    db: Db,
+    costs: Option<CostTracker>,
+    llm: Option<Arc<dyn LlmProvider>>,
+    sandbox: Option<SandboxConfig>,
+    cache: Option<LlmCache>,
+    tools: HashMap<String, Arc<dyn Tool>>,
+    config: Option<EngineConfig>,
+}
+
+impl std::fmt::Debug for EngineBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineBuilder").finish_non_exhaustive()
+    }
+}
+
+impl EngineBuilder {
+    /// The cost tracker (prices, budgets). Default: the embedded price catalogue.
+    pub fn costs(mut self, costs: CostTracker) -> Self {
+        self.costs = Some(costs);
+        self
+    }
+    /// The LLM provider `llm` steps call.
+    pub fn llm(mut self, provider: Arc<dyn LlmProvider>) -> Self {
+        self.llm = Some(provider);
+        self
+    }
+    /// The sandbox `code` steps run in (connected on first use).
+    pub fn sandbox(mut self, config: SandboxConfig) -> Self {
+        self.sandbox = Some(config);
+        self
+    }
+    /// The LLM response cache.
+    pub fn cache(mut self, cache: LlmCache) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+    /// Registers a tool under `name`.
+    pub fn tool(mut self, name: impl Into<String>, tool: impl Tool) -> Self {
+        self.tools.insert(name.into(), Arc::new(tool));
+        self
+    }
+    /// Engine settings.
+    pub fn config(mut self, config: EngineConfig) -> Self {
+        self.config = Some(config);
+        self
+    }
+    /// The engine.
+    pub fn build(self) -> Result<Engine> {
+        let config = match self.config {
+            Some(c) => c,
+            None => EngineConfig::builder().build()?,
+        };
+        let costs = self.costs.unwrap_or_else(|| {
+            CostTracker::new(
+                self.db.clone(),
+                wflo_cost::PriceCatalog::embedded().clone(),
+                wflo_cost::CostConfig::default(),
+            )
+        });
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                db: self.db,
+                costs,
+                llm: self.llm,
+                sandbox_config: self.sandbox,
+                sandbox: OnceCell::new(),
+                cache: self.cache,
+                tools: self.tools,
+                config,
+            }),
+        })
+    }
+}
+
+/// How to run.
+#[derive(Clone, Default)]
+pub struct RunOptions {
+    /// Inputs (merged over the definition's defaults).
+    pub inputs: serde_json::Map<String, Value>,
+    /// The execution's budget; overrides the definition's `policies.budget_usd`.
+    pub budget_usd: Option<Decimal>,
+    /// Further budget scopes the run's calls count against (tenant, agent).
+    pub scopes: Vec<Scope>,
+    /// Follows the run.
+    pub observer: Option<Arc<dyn Observer>>,
+    /// A chosen execution id (idempotent start).
+    pub execution_id: Option<Uuid>,
+}
+
+impl std::fmt::Debug for RunOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunOptions")
+            .field("inputs", &self.inputs)
+            .field("budget_usd", &self.budget_usd)
+            .field("scopes", &self.scopes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunOutcome {
+    /// The execution.
+    pub execution_id: Uuid,
+    /// Its final status.
+    pub status: ExecutionStatus,
+    /// Outputs (each step's output by id, for definitions).
+    pub outputs: Value,
+    /// Money spent, exact.
+    pub cost_usd: Decimal,
+    /// The budget it ran under.
+    pub budget_usd: Option<Decimal>,
+}
+
+/// What a rollback did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RollbackOutcome {
+    /// The rollback_actions row.
+    pub rollback_id: Uuid,
+    /// The snapshot restored.
+    pub snapshot_version: i32,
+    /// Steps undone, in the order their compensations ran (reverse completion order).
+    pub undone_steps: Vec<String>,
+    /// Compensations that ran.
+    pub compensations: Vec<String>,
+    /// Snapshots marked superseded.
+    pub superseded: u64,
+}
+
+impl Engine {
+    /// Starts building an engine on `db`.
+    pub fn builder(db: Db) -> EngineBuilder {
+        EngineBuilder {
+            db,
+            costs: None,
+            llm: None,
+            sandbox: None,
+            cache: None,
+            tools: HashMap::new(),
+            config: None,
+        }
+    }
+
+    /// The database.
+    pub fn db(&self) -> &Db {
+        &self.inner.db
+    }
+
+    /// The cost tracker.
+    pub fn costs(&self) -> &CostTracker {
+        &self.inner.costs
+    }
+
+    /// The sandbox, connected on first use.
+    pub(crate) async fn sandbox(&self) -> Result<Arc<SandboxRuntime>> {
+        let config = self.inner.sandbox_config.clone().ok_or_else(|| {
+            Error::NotConfigured(
+                "code steps need the sandbox: configure it (wflo-core does when Docker is reachable)"
+                    .into(),
+            )
+        })?;
+        self.inner
+            .sandbox
+            .get_or_try_init(|| async move { Ok(Arc::new(SandboxRuntime::new(config).await?)) })
+            .await
+            .cloned()
+    }
+
+    /// Stores `def` (a new version when its content changed) and returns the stored id.
+    pub async fn store_definition(&self, def: &WorkflowDef) -> Result<wflo_db::Definition> {
+        def.validate()?;
+        let doc = def.to_json();
+        match self.inner.db.definitions().latest(&def.name).await {
+            Ok(latest) if latest.definition == doc => return Ok(latest),
+            Ok(_) | Err(wflo_db::Error::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(self
+            .inner
+            .db
+            .definitions()
+            .create(NewDefinition {
+                name: def.name.clone(),
+                version: None,
+                description: def.description.clone(),
+                definition: doc,
+            })
+            .await?)
+    }
+
+    /// Creates a PENDING execution of `def` with its budget, without running it.
+    pub async fn create_execution(&self, def: &WorkflowDef, options: &RunOptions) -> Result<Uuid> {
+        let stored = self.store_definition(def).await?;
+        let mut inputs = serde_json::Map::new();
+        for (k, d) in &def.inputs {
+            if let Some(v) = &d.default {
+                inputs.insert(k.clone(), v.clone());
+            }
+        }
+        for (k, v) in &options.inputs {
+            if !def.inputs.is_empty() && !def.inputs.contains_key(k) {
+                return Err(Error::Definition {
+                    step: None,
+                    line: None,
+                    message: format!(
+                        "unknown input `{k}`; declared inputs: {}",
+                        def.inputs.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                });
+            }
+            inputs.insert(k.clone(), v.clone());
+        }
+        for k in def.inputs.keys() {
+            if !inputs.contains_key(k) {
+                return Err(Error::Definition {
+                    step: None,
+                    line: None,
+                    message: format!("input `{k}` has no default; give it with --input {k}=VALUE"),
+                });
+            }
+        }
+        let budget = options.budget_usd.or(def.policies.budget_usd);
+        let exec = self
+            .inner
+            .db
+            .executions()
+            .create(NewExecution {
+                id: options.execution_id,
+                workflow_id: stored.id,
+                inputs: json!({"inputs": inputs, "budget_usd": budget}),
+                trace_id: None,
+            })
+            .await?;
+        if let Some(limit) = budget {
+            self.inner
+                .costs
+                .set_budget(
+                    &Scope::Execution(exec.id),
+                    Period::Total,
+                    chrono::Utc::now(),
+                    limit,
+                )
+                .await?;
+        }
+        Ok(exec.id)
+    }
+
+    /// Runs a definition to its end: creates the execution and drives it.
+    pub async fn run(&self, def: &WorkflowDef, options: RunOptions) -> Result<RunOutcome> {
+        let id = self.create_execution(def, &options).await?;
+        self.drive(id, def, options).await
+    }
+
+    /// Continues an execution after a crash, a failure or a rollback: completed steps are not
+    /// run again (a paid LLM call is never repeated); the first incomplete step runs next.
+    pub async fn resume(&self, execution_id: Uuid, options: RunOptions) -> Result<RunOutcome> {
+        let exec = self.inner.db.executions().get(execution_id).await?;
+        if exec.status.is_final() {
+            return Err(Error::InvalidState(format!(
+                "execution {execution_id} is {}; only unfinished or failed executions can resume",
+                exec.status
+            )));
+        }
+        let stored = self.inner.db.definitions().get(exec.workflow_id).await?;
+        let def = WorkflowDef::from_json(&stored.definition)?;
+        self.drive(execution_id, &def, options).await
+    }
+
+    /// Runs a Rust closure as a workflow named `name`: each `ctx.llm`, `ctx.code`,
+    /// `ctx.checkpoint`, `ctx.approval` and `ctx.tool` call is a durable step keyed by its id.
+    /// Rerunning with the same `options.execution_id` reuses completed steps.
+    pub async fn run_fn<F, Fut>(&self, name: &str, options: RunOptions, f: F) -> Result<RunOutcome>
+    where
+        F: FnOnce(Ctx) -> Fut,
+        Fut: std::future::Future<Output = Result<Value>>,
+    {
+        let def = WorkflowDef {
+            name: name.to_string(),
+            description: Some("a workflow written in Rust".into()),
+            inputs: Default::default(),
+            policies: crate::definition::Policies {
+                budget_usd: options.budget_usd,
+                ..Default::default()
+            },
+            steps: Vec::new(),
+        };
+        let id = match options.execution_id {
+            Some(id) if self.inner.db.executions().get(id).await.is_ok() => id,
+            _ => self.create_closure_execution(&def, &options).await?,
+        };
+        let ctx = self.context(id, name, &options).await?;
+        self.lifecycle(ctx.clone(), None, async move { f(ctx).await })
+            .await
+    }
+
+    async fn create_closure_execution(
+        &self,
+        def: &WorkflowDef,
+        options: &RunOptions,
+    ) -> Result<Uuid> {
+        let doc = json!({"kind": "rust-closure", "name": def.name});
+        let stored = match self.inner.db.definitions().latest(&def.name).await {
+            Ok(d) if d.definition == doc => d,
+            _ => {
+                self.inner
+                    .db
+                    .definitions()
+                    .create(NewDefinition {
+                        name: def.name.clone(),
+                        version: None,
+                        description: def.description.clone(),
+                        definition: doc,
+                    })
+                    .await?
+            }
+        };
+        let exec = self
+            .inner
+            .db
+            .executions()
+            .create(NewExecution {
+                id: options.execution_id,
+                workflow_id: stored.id,
+                inputs: json!({"inputs": options.inputs, "budget_usd": options.budget_usd}),
+                trace_id: None,
+            })
+            .await?;
+        if let Some(limit) = options.budget_usd {
+            self.inner
+                .costs
+                .set_budget(
+                    &Scope::Execution(exec.id),
+                    Period::Total,
+                    chrono::Utc::now(),
+                    limit,
+                )
+                .await?;
+        }
+        Ok(exec.id)
+    }
+
+    async fn context(&self, id: Uuid, name: &str, options: &RunOptions) -> Result<Ctx> {
+        let exec = self.inner.db.executions().get(id).await?;
+        let budget = exec
+            .inputs
+            .get("budget_usd")
+            .and_then(|v| serde_json::from_value::<Option<Decimal>>(v.clone()).ok())
+            .flatten();
+        let inputs = exec.inputs.get("inputs").cloned().unwrap_or(json!({}));
+        // Variables come back from the newest snapshot that a rollback has not superseded.
+        let vars = match self.inner.db.snapshots().latest(id).await? {
+            Some(s) => s.state.get("vars").cloned().unwrap_or(json!({})),
+            None => json!({}),
+        };
+        let mut scopes = vec![Scope::Execution(id)];
+        scopes.extend(options.scopes.iter().cloned());
+        Ok(Ctx {
+            engine: self.clone(),
+            execution: id,
+            workflow: name.to_string(),
+            budget,
+            scopes,
+            observer: options.observer.clone(),
+            state: Arc::new(std::sync::Mutex::new(RunState {
+                inputs,
+                outputs: serde_json::Map::new(),
+                vars: vars.as_object().cloned().unwrap_or_default(),
+            })),
+        })
+    }
+
+    async fn drive(&self, id: Uuid, def: &WorkflowDef, options: RunOptions) -> Result<RunOutcome> {
+        let ctx = self.context(id, &def.name, &options).await?;
+        let order = def.topological_order().map_err(|cycle| Error::Definition {
+            step: cycle.first().cloned(),
+            line: None,
+            message: format!("dependency cycle: {}", cycle.join(" -> ")),
+        })?;
+        let def2 = def.clone();
+        let c = ctx.clone();
+        let body = async move {
+            for step_id in order {
+                let step = def2.step(&step_id).expect("ordered ids exist").clone();
+                c.run_definition_step(&def2, &step).await?;
+            }
+            Ok(Value::Object(c.outputs()))
+        };
+        self.lifecycle(ctx, def.policies.timeout, body).await
+    }
+
+    /// RUNNING, the body, then COMPLETED or FAILED, each with its event.
+    async fn lifecycle<Fut>(
+        &self,
+        ctx: Ctx,
+        timeout: Option<Duration>,
+        body: Fut,
+    ) -> Result<RunOutcome>
+    where
+        Fut: std::future::Future<Output = Result<Value>>,
+    {
+        let id = ctx.execution;
+        ctx.set_execution_status(ExecutionStatus::Running, Outcome::default())
+            .await?;
+        let result = match timeout {
+            Some(t) => tokio::time::timeout(t, body).await.unwrap_or_else(|_| {
+                Err(Error::Timeout {
+                    what: format!("workflow `{}`", ctx.workflow),
+                    after: t,
+                })
+            }),
+            None => body.await,
+        };
+        match result {
+            Ok(outputs) => {
+                let exec = ctx
+                    .set_execution_status(
+                        ExecutionStatus::Completed,
+                        Outcome {
+                            outputs: Some(outputs.clone()),
+                            error: None,
+                        },
+                    )
+                    .await?;
+                Ok(RunOutcome {
+                    execution_id: id,
+                    status: exec.status,
+                    outputs,
+                    cost_usd: exec.cost_usd,
+                    budget_usd: ctx.budget,
+                })
+            }
+            Err(e) => {
+                let text = e.to_string();
+                if let Err(db_err) = ctx
+                    .set_execution_status(
+                        ExecutionStatus::Failed,
+                        Outcome {
+                            outputs: None,
+                            error: Some(text),
+                        },
+                    )
+                    .await
+                {
+                    tracing::error!(execution = %id, error = %db_err, "could not record the failure");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Decides a pending approval once (approve or reject), recording who and why, with the
+    /// decision and an audit event in the same transaction. Works for runs in any process that
+    /// shares the database.
+    pub async fn decide(
+        &self,
+        approval: Uuid,
+        approve: bool,
+        approver: &str,
+        reason: Option<String>,
+    ) -> Result<wflo_db::Approval> {
+        if approver.trim().is_empty() {
+            return Err(Error::InvalidState("an approver must be named".into()));
+        }
+        let tx = self.inner.db.begin().await?;
+        let decided = tx
+            .approvals()
+            .decide(
+                approval,
+                ApprovalDecision {
+                    status: if approve {
+                        ApprovalStatus::Approved
+                    } else {
+                        ApprovalStatus::Rejected
+                    },
+                    decided_by: approver.to_string(),
+                    reason: reason.clone(),
+                },
+            )
+            .await?;
+        let exec = tx.executions().get(decided.execution_id).await?;
+        let name = tx.definitions().get(exec.workflow_id).await?.name;
+        tx.outbox()
+            .enqueue(events::outbox(
+                events::approval(&decided, true),
+                exec.id,
+                &name,
+            ))
+            .await?;
+        tx.outbox()
+            .enqueue(events::outbox(
+                events::audit(
+                    approver,
+                    if approve {
+                        "approval.approve"
+                    } else {
+                        "approval.reject"
+                    },
+                    format!("approval/{approval}"),
+                    json!({"reason": reason, "step": decided.step_key}),
+                    true,
+                ),
+                exec.id,
+                &name,
+            ))
+            .await?;
+        tx.commit().await?;
+        Ok(decided)
+    }
+
+    /// Rolls an execution back to one of its snapshots: runs the compensations of the steps that
+    /// completed after it (newest first), marks those steps ROLLED_BACK so they run again when
+    /// the execution continues, marks later snapshots superseded, restores the snapshot's
+    /// variables, and records a rollback_actions row with the outcome.
+    pub async fn rollback(
+        &self,
+        execution: Uuid,
+        snapshot_version: i32,
+        reason: &str,
+        initiated_by: &str,
+    ) -> Result<RollbackOutcome> {
+        let db = &self.inner.db;
+        let exec = db.executions().get(execution).await?;
+        if exec.status == ExecutionStatus::Running
+            || exec.status == ExecutionStatus::WaitingApproval
+        {
+            return Err(Error::InvalidState(format!(
+                "execution {execution} is {}; roll back a stopped execution (FAILED or finished)",
+                exec.status
+            )));
+        }
+        let snap = db
+            .snapshots()
+            .get_version(execution, snapshot_version)
+            .await?;
+        let record = db
+            .rollbacks()
+            .create(NewRollback {
+                execution_id: execution,
+                snapshot_id: snap.id,
+                reason: reason.to_string(),
+                initiated_by: initiated_by.to_string(),
+                details: json!({}),
+            })
+            .await?;
+        let workflow = db.definitions().get(exec.workflow_id).await?.name;
+        // Steps completed after the snapshot, newest first.
+        let mut later: Vec<wflo_db::Step> = db
+            .steps()
+            .list(execution)
+            .await?
+            .into_iter()
+            .filter(|s| s.status == StepStatus::Completed)
+            .filter(|s| s.completed_at.is_some_and(|t| t > snap.created_at))
+            .collect();
+        later.sort_by_key(|s| std::cmp::Reverse(s.completed_at));
+        let mut undone = Vec::new();
+        let mut compensations = Vec::new();
+        let mut failure = None;
+        for step in &later {
+            let tool_name = step
+                .inputs
+                .as_ref()
+                .and_then(|i| i.get("tool"))
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            if let Some(name) = &tool_name
+                && let Some(tool) = self.inner.tools.get(name)
+                && tool.compensable()
+            {
+                let input = step
+                    .inputs
+                    .as_ref()
+                    .and_then(|i| i.get("input"))
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                let output = step.outputs.clone().unwrap_or(Value::Null);
+                match tool.compensate(&input, &output).await {
+                    Ok(()) => compensations.push(format!("{}:{name}", step.step_key)),
+                    Err(e) => {
+                        failure = Some(format!(
+                            "compensation of step `{}` ({name}) failed: {e}",
+                            step.step_key
+                        ));
+                        break;
+                    }
+                }
+            }
+            let tx = db.begin().await?;
+            tx.steps()
+                .transition(step.id, StepStatus::RolledBack, None, None)
+                .await?;
+            tx.outbox()
+                .enqueue(events::outbox(
+                    events::step_status(
+                        &step.step_key,
+                        &step.step_type,
+                        StepStatus::RolledBack.as_str(),
+                        None,
+                    ),
+                    execution,
+                    &workflow,
+                ))
+                .await?;
+            tx.commit().await?;
+            undone.push(step.step_key.clone());
+        }
+        let superseded = if failure.is_none() {
+            db.snapshots()
+                .supersede_after(execution, snap.version)
+                .await?
+        } else {
+            0
+        };
+        let details = json!({
+            "snapshot_version": snap.version,
+            "undone_steps": undone,
+            "compensations": compensations,
+            "superseded_snapshots": superseded,
+            "restored_vars": snap.state.get("vars"),
+        });
+        let tx = db.begin().await?;
+        tx.rollbacks()
+            .finish(
+                record.id,
+                if failure.is_none() {
+                    RollbackStatus::Completed
+                } else {
+                    RollbackStatus::Failed
+                },
+                details.clone(),
+                failure.clone(),
+            )
+            .await?;
+        tx.outbox()
+            .enqueue(events::outbox(
+                events::audit(
+                    initiated_by,
+                    "execution.rollback",
+                    format!("execution/{execution}"),
+                    details,
+                    failure.is_none(),
+                ),
+                execution,
+                &workflow,
+            ))
+            .await?;
+        tx.commit().await?;
+        if let Some(f) = failure {
+            return Err(Error::InvalidState(f));
+        }
+        Ok(RollbackOutcome {
+            rollback_id: record.id,
+            snapshot_version: snap.version,
+            undone_steps: undone,
+            compensations,
+            superseded,
+        })
+    }
+
+    /// Applies timeout policies to pending approvals whose time has passed (for approvals whose
+    /// run is not in a process to do it). Returns how many were settled.
+    pub async fn expire_approvals(&self) -> Result<usize> {
+        let now = chrono::Utc::now();
+        let mut n = 0;
+        for a in self.inner.db.approvals().pending().await? {
+            if a.timeout_at.is_some_and(|t| t <= now) {
+                crate::context::apply_timeout_policy(&self.inner.db, &a, None).await?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Risk at or below which the definition approves automatically.
+    pub(crate) fn auto_approves(max: Option<RiskLevel>, risk: RiskLevel) -> bool {
+        fn rank(r: RiskLevel) -> u8 {
+            match r {
+                RiskLevel::Low => 0,
+                RiskLevel::Medium => 1,
+                RiskLevel::High => 2,
+                _ => 3,
+            }
+        }
+        max.is_some_and(|m| rank(risk) <= rank(m))
+    }
+}

@@ -1,0 +1,105 @@
+//! Events written to the outbox in the same transaction as the change they describe.
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use uuid::Uuid;
+use wflo_bus::{
+    ApprovalPayload, AuditPayload, EventEnvelope, EventPayload, HEADER_EVENT_ID, HEADER_EVENT_TYPE,
+    SandboxPayload, StepStatusPayload, WorkflowStatusPayload,
+};
+use wflo_db::NewOutboxEvent;
+
+/// The `source` of the events the runtime writes.
+pub const SOURCE: &str = "wflo-runtime";
+
+/// An outbox row for `payload` about an execution.
+pub(crate) fn outbox(payload: EventPayload, execution: Uuid, workflow: &str) -> NewOutboxEvent {
+    let env = EventEnvelope::new(SOURCE, payload)
+        .with_execution(execution)
+        .with_workflow(workflow);
+    let headers = BTreeMap::from([
+        (HEADER_EVENT_ID.to_string(), env.event_id.to_string()),
+        (
+            HEADER_EVENT_TYPE.to_string(),
+            env.event_type.as_str().to_string(),
+        ),
+    ]);
+    NewOutboxEvent {
+        event_id: env.event_id,
+        topic: env.default_topic().to_string(),
+        key: env.key(),
+        payload: env.to_value().unwrap_or(Value::Null),
+        headers,
+    }
+}
+
+pub(crate) fn workflow_status(
+    status: &str,
+    previous: Option<&str>,
+    error: Option<String>,
+    cost: Option<rust_decimal::Decimal>,
+) -> EventPayload {
+    EventPayload::WorkflowStatus(WorkflowStatusPayload {
+        status: status.to_string(),
+        previous_status: previous.map(str::to_string),
+        error,
+        total_cost_usd: cost,
+    })
+}
+
+pub(crate) fn step_status(
+    step: &str,
+    kind: &str,
+    status: &str,
+    error: Option<String>,
+) -> EventPayload {
+    EventPayload::StepStatus(StepStatusPayload {
+        step_id: step.to_string(),
+        step_type: Some(kind.to_string()),
+        status: status.to_string(),
+        error,
+    })
+}
+
+pub(crate) fn sandbox(result: &wflo_sandbox::ExecutionResult) -> EventPayload {
+    EventPayload::Sandbox(SandboxPayload {
+        language: result.language.as_str().to_string(),
+        exit_code: Some(result.exit_code),
+        duration_ms: result.duration.as_millis() as u64,
+        status: result.status.as_str().to_string(),
+        timed_out: result.timed_out,
+        oom_killed: result.oom_killed,
+    })
+}
+
+pub(crate) fn approval(a: &wflo_db::Approval, decided: bool) -> EventPayload {
+    let p = ApprovalPayload {
+        approval_id: Some(a.id),
+        step_id: a.step_key.clone(),
+        decision: decided.then(|| a.status.to_string()),
+        approver: a.decided_by.clone(),
+        reason: a.decision_reason.clone(),
+        risk_level: Some(a.risk_level.to_string()),
+    };
+    match (decided, a.status) {
+        (false, _) => EventPayload::ApprovalRequested(p),
+        (true, wflo_db::ApprovalStatus::Expired) => EventPayload::ApprovalExpired(p),
+        (true, _) => EventPayload::ApprovalDecided(p),
+    }
+}
+
+pub(crate) fn audit(
+    actor: &str,
+    action: &str,
+    resource: String,
+    details: Value,
+    success: bool,
+) -> EventPayload {
+    EventPayload::Audit(AuditPayload {
+        actor: actor.to_string(),
+        action: action.to_string(),
+        resource,
+        details,
+        success,
+    })
+}
