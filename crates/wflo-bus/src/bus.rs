@@ -104,7 +104,31 @@ struct Inner {
     partitions: Mutex<HashMap<String, i32>>,
     clients: Mutex<HashMap<(String, i32), Arc<PartitionClient>>>,
     producers: Mutex<HashMap<(String, i32), Arc<Producer>>>,
+    gates: Mutex<HashMap<(String, i32), Arc<tokio::sync::Mutex<()>>>>,
     round_robin: AtomicU64,
+}
+
+/// One produce request in flight per partition: the order of a key never depends on the
+/// broker's handling of pipelined requests (without an idempotent producer, Kafka itself only
+/// keeps order with one request in flight, and Tansu's memory engine can assign overlapping
+/// offsets to concurrent requests).
+#[derive(Debug)]
+struct SerialPartition {
+    client: Arc<PartitionClient>,
+    gate: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl rskafka::client::producer::ProducerClient for SerialPartition {
+    fn produce(
+        &self,
+        records: Vec<Record>,
+        compression: rskafka::client::partition::Compression,
+    ) -> futures::future::BoxFuture<'_, Result<Vec<i64>, rskafka::client::error::Error>> {
+        Box::pin(async move {
+            let _turn = self.gate.lock().await;
+            self.client.produce(records, compression).await
+        })
+    }
 }
 
 /// The connection to the Kafka brokers: topics and the producer. Cheap to clone.
@@ -130,21 +154,26 @@ impl Bus {
     /// [`Error::Unreachable`] naming the bootstrap servers after the retry policy's
     /// `max_elapsed`.
     pub async fn connect(config: BusConfig) -> Result<Bus> {
-        let retry = config.retry;
-        let client = ClientBuilder::new(config.bootstrap.clone())
-            .client_id(config.client_id.clone())
-            .backoff_config(rskafka::BackoffConfig {
-                init_backoff: retry.initial,
-                max_backoff: retry.max,
-                base: 2.0,
-                deadline: Some(retry.max_elapsed),
-            })
-            .build()
-            .await
-            .map_err(|e| Error::Unreachable {
-                servers: config.bootstrap_servers(),
-                reason: e.to_string().to_lowercase(),
-            })?;
+        // rskafka's own retries are turned off (deadline zero): every retry happens here, where
+        // the relay can re-create lost topics before a request makes a broker auto-create them
+        // with its defaults, and where the retry policy bounds the total time.
+        let connect = || async {
+            ClientBuilder::new(config.bootstrap.clone())
+                .client_id(config.client_id.clone())
+                .backoff_config(rskafka::BackoffConfig {
+                    init_backoff: config.retry.initial,
+                    max_backoff: config.retry.max,
+                    base: 2.0,
+                    deadline: Some(std::time::Duration::ZERO),
+                })
+                .build()
+                .await
+                .map_err(|e| Error::Unreachable {
+                    servers: config.bootstrap_servers(),
+                    reason: e.to_string().to_lowercase(),
+                })
+        };
+        let client = connect.retry(config.retry.backoff()).await?;
         Ok(Bus {
             inner: Arc::new(Inner {
                 client,
@@ -152,6 +181,7 @@ impl Bus {
                 partitions: Mutex::new(HashMap::new()),
                 clients: Mutex::new(HashMap::new()),
                 producers: Mutex::new(HashMap::new()),
+                gates: Mutex::new(HashMap::new()),
                 round_robin: AtomicU64::new(0),
             }),
         })
@@ -164,11 +194,9 @@ impl Bus {
 
     /// The topics on the cluster (internal topics left out), sorted by name.
     pub async fn list_topics(&self) -> Result<Vec<TopicInfo>> {
-        let topics = self
-            .inner
-            .client
-            .list_topics()
+        let topics = tokio::time::timeout(self.op_timeout(), self.inner.client.list_topics())
             .await
+            .map_err(|_| self.timed_out("listing topics".into()))?
             .map_err(|e| Error::kafka("listing topics", &e))?;
         let mut out: Vec<TopicInfo> = topics
             .into_iter()
@@ -304,12 +332,15 @@ impl Bus {
         if let Some(pc) = lock(&self.inner.clients).get(&key) {
             return Ok(Arc::clone(pc));
         }
-        let pc = self
-            .inner
-            .client
-            .partition_client(topic, partition, UnknownTopicHandling::Error)
-            .await
-            .map_err(|e| Error::kafka(format!("connecting to {topic}/{partition}"), &e))?;
+        let pc = tokio::time::timeout(
+            self.op_timeout(),
+            self.inner
+                .client
+                .partition_client(topic, partition, UnknownTopicHandling::Error),
+        )
+        .await
+        .map_err(|_| self.timed_out(format!("connecting to {topic}/{partition}")))?
+        .map_err(|e| Error::kafka(format!("connecting to {topic}/{partition}"), &e))?;
         let pc = Arc::new(pc);
         Ok(Arc::clone(
             lock(&self.inner.clients).entry(key).or_insert(pc),
@@ -323,7 +354,11 @@ impl Bus {
         }
         let pc = self.partition_client(topic, partition).await?;
         let c = &self.inner.config;
-        let p = BatchProducerBuilder::new(pc)
+        let serial = SerialPartition {
+            client: pc,
+            gate: self.gate(topic, partition),
+        };
+        let p = BatchProducerBuilder::new_with_client(Arc::new(serial))
             .with_linger(c.linger)
             .with_compression(c.compression.to_rskafka())
             .build(RecordAggregator::new(c.batch_size));
@@ -331,6 +366,28 @@ impl Bus {
         Ok(Arc::clone(
             lock(&self.inner.producers).entry(key).or_insert(p),
         ))
+    }
+
+    /// Bound of one operation including the client's own retries.
+    pub(crate) fn op_timeout(&self) -> std::time::Duration {
+        let c = &self.inner.config;
+        c.retry.max_elapsed + c.request_timeout
+    }
+
+    pub(crate) fn timed_out(&self, context: String) -> Error {
+        Error::Broker {
+            context,
+            reason: format!("no answer within {:?}", self.op_timeout()),
+            retriable: true,
+        }
+    }
+
+    fn gate(&self, topic: &str, partition: i32) -> Arc<tokio::sync::Mutex<()>> {
+        Arc::clone(
+            lock(&self.inner.gates)
+                .entry((topic.to_string(), partition))
+                .or_default(),
+        )
     }
 
     /// Drops cached clients of a topic (after it vanished or was recreated).
@@ -366,7 +423,10 @@ impl Bus {
             let record = record.clone();
             async move {
                 let producer = self.producer(topic, partition).await?;
-                match producer.produce(record).await {
+                let produced = tokio::time::timeout(self.op_timeout(), producer.produce(record))
+                    .await
+                    .map_err(|_| self.timed_out(format!("sending to {topic}")))?;
+                match produced {
                     Ok(offset) => Ok(Delivery { partition, offset }),
                     Err(e) => {
                         let err = match &e {
@@ -408,10 +468,17 @@ impl Bus {
     ) -> Result<Vec<i64>> {
         let pc = self.partition_client(topic, partition).await?;
         let records = msgs.iter().map(to_record).collect();
-        let res = pc
-            .produce(records, self.inner.config.compression.to_rskafka())
-            .await
-            .map_err(|e| Error::kafka(format!("sending to {topic}/{partition}"), &e));
+        let gate = self.gate(topic, partition);
+        let _turn = gate.lock().await;
+        let res = match tokio::time::timeout(
+            self.op_timeout(),
+            pc.produce(records, self.inner.config.compression.to_rskafka()),
+        )
+        .await
+        {
+            Ok(r) => r.map_err(|e| Error::kafka(format!("sending to {topic}/{partition}"), &e)),
+            Err(_) => Err(self.timed_out(format!("sending to {topic}/{partition}"))),
+        };
         if let Err(e) = &res
             && (matches!(e, Error::UnknownTopic { .. }) || e.is_retriable())
         {

@@ -573,9 +573,13 @@ async fn fetch_loop(
     loop {
         let fetched = async {
             let pc = bus.partition_client(&topic, partition).await?;
-            pc.fetch_records(offset, 1..config.fetch_max_bytes, wait_ms)
-                .await
-                .map_err(|e| Error::kafka(format!("fetching {topic}/{partition}"), &e))
+            tokio::time::timeout(
+                bus.op_timeout() + config.fetch_max_wait,
+                pc.fetch_records(offset, 1..config.fetch_max_bytes, wait_ms),
+            )
+            .await
+            .map_err(|_| bus.timed_out(format!("fetching {topic}/{partition}")))?
+            .map_err(|e| Error::kafka(format!("fetching {topic}/{partition}"), &e))
         };
         let res = tokio::select! {
             _ = stop.cancelled() => return,

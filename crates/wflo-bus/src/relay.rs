@@ -130,6 +130,7 @@ pub struct Relay {
     db: Db,
     config: Arc<RelayConfig>,
     counters: Arc<Counters>,
+    check_topics: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Relay {
@@ -140,6 +141,32 @@ impl Relay {
             db,
             config: Arc::new(config),
             counters: Arc::default(),
+            check_topics: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        }
+    }
+
+    /// Creates the configured topics that are missing: at the first batch and before the
+    /// first batch after any failure (a broker that restarted empty has lost them; create
+    /// them with their settings before a produce request can make the broker auto-create
+    /// them with its defaults).
+    async fn check_topics(&self) -> Result<()> {
+        if self.config.topics.is_empty() || !self.check_topics.swap(false, Ordering::AcqRel) {
+            return Ok(());
+        }
+        match self.bus.ensure_topics(&self.config.topics).await {
+            Ok(created) => {
+                if !created.is_empty() {
+                    self.counters
+                        .topic_recreations
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(?created, "relay created missing topics");
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.check_topics.store(true, Ordering::Release);
+                Err(e)
+            }
         }
     }
 
@@ -176,6 +203,7 @@ impl Relay {
                     continue;
                 }
                 Err(e) => {
+                    self.check_topics.store(true, Ordering::Release);
                     self.counters.failed_batches.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(error = %e, backoff = ?backoff, "outbox relay batch failed; retrying");
                     let w = backoff;
@@ -193,6 +221,7 @@ impl Relay {
     /// Publishes one batch; returns how many events were published. On error nothing after
     /// the failure point of any partition is marked published.
     pub async fn relay_once(&self) -> Result<usize> {
+        self.check_topics().await?;
         let limit = self.config.batch_size;
         if self.db.backend() == Backend::Postgres {
             let tx = self.db.begin().await?;
@@ -228,6 +257,7 @@ impl Relay {
         match failure {
             None => Ok(done.len()),
             Some(e) => {
+                self.check_topics.store(true, Ordering::Release);
                 let failed: Vec<i64> = rows
                     .iter()
                     .map(|r| r.id)
