@@ -7,6 +7,7 @@
 mod m20261125_000001_core;
 mod m20261125_000002_bus;
 mod m20261125_000003_costs;
+mod m20261125_000004_bus_dedupe;
 
 use sea_orm::{ConnectionTrait, DbBackend};
 use sea_orm_migration::prelude::*;
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000001_core::Migration),
             Box::new(m20261125_000002_bus::Migration),
             Box::new(m20261125_000003_costs::Migration),
+            Box::new(m20261125_000004_bus_dedupe::Migration),
         ]
     }
 }
