@@ -1,0 +1,341 @@
+//! Configuration: the only place Wflo reads environment variables.
+
+use crate::{Error, Result};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// The default database: a SQLite file in the working directory.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://wflo.db?mode=rwc";
+
+/// Which LLM provider to use and how to reach it.
+#[derive(Clone, Default)]
+pub struct LlmSettings {
+    /// `openai`, `anthropic` or `replay`; chosen from the keys when unset.
+    pub provider: Option<String>,
+    /// OpenAI (or compatible) key.
+    pub openai_api_key: Option<String>,
+    /// OpenAI-compatible base URL (vLLM, Ollama, gateways).
+    pub openai_base_url: Option<String>,
+    /// Anthropic key.
+    pub anthropic_api_key: Option<String>,
+    /// Anthropic base URL.
+    pub anthropic_base_url: Option<String>,
+    /// A replay cassette: answers come from it, offline.
+    pub cassette: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for LlmSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let key = |k: &Option<String>| k.as_ref().map(|_| "[redacted]");
+        f.debug_struct("LlmSettings")
+            .field("provider", &self.provider)
+            .field("openai_api_key", &key(&self.openai_api_key))
+            .field("openai_base_url", &self.openai_base_url)
+            .field("anthropic_api_key", &key(&self.anthropic_api_key))
+            .field("anthropic_base_url", &self.anthropic_base_url)
+            .field("cassette", &self.cassette)
+            .finish()
+    }
+}
+
+/// Everything Wflo connects to. Build it with [`Config::builder`] or read it with
+/// [`Config::from_env`].
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub(crate) database_url: String,
+    pub(crate) redis_url: Option<String>,
+    pub(crate) kafka_bootstrap: Option<String>,
+    pub(crate) temporal_address: Option<String>,
+    pub(crate) temporal_namespace: String,
+    pub(crate) temporal_task_queue: String,
+    pub(crate) sandbox_image: Option<String>,
+    pub(crate) docker_socket: Option<String>,
+    pub(crate) prices_file: Option<PathBuf>,
+    pub(crate) llm: LlmSettings,
+}
+
+impl Config {
+    /// A builder with the embedded defaults (SQLite file, no optional service).
+    pub fn builder() -> ConfigBuilder {
+        ConfigBuilder(Config {
+            database_url: DEFAULT_DATABASE_URL.into(),
+            redis_url: None,
+            kafka_bootstrap: None,
+            temporal_address: None,
+            temporal_namespace: "default".into(),
+            temporal_task_queue: "wflo-tasks".into(),
+            sandbox_image: None,
+            docker_socket: None,
+            prices_file: None,
+            llm: LlmSettings::default(),
+        })
+    }
+
+    /// Reads the process environment:
+    ///
+    /// | variable | meaning | default |
+    /// |---|---|---|
+    /// | `DATABASE_URL` | PostgreSQL or SQLite URL | `sqlite://wflo.db?mode=rwc` |
+    /// | `REDIS_URL` | Redis for the response cache | in-process cache |
+    /// | `KAFKA_BOOTSTRAP_SERVERS` | brokers for the outbox relay | events stay in the outbox |
+    /// | `TEMPORAL_ADDRESS`, `TEMPORAL_NAMESPACE`, `TEMPORAL_TASK_QUEUE` | durable engine | in-process engine; `default`; `wflo-tasks` |
+    /// | `WFLO_SANDBOX_IMAGE`, `DOCKER_HOST` | sandbox image and engine socket | `wflo-sandbox-python:3.11`; the local socket |
+    /// | `WFLO_PRICES_FILE` | TOML prices overriding or adding to the catalogue | embedded catalogue |
+    /// | `WFLO_LLM_PROVIDER` | `openai`, `anthropic` or `replay` | from the keys set |
+    /// | `OPENAI_API_KEY`, `OPENAI_BASE_URL` | OpenAI-compatible provider | |
+    /// | `ANTHROPIC_API_KEY`, `ANTHROPIC_BASE_URL` | Anthropic provider | |
+    /// | `WFLO_LLM_CASSETTE` | replay cassette (offline answers) | |
+    pub fn from_env() -> Result<Config> {
+        Self::from_vars(std::env::vars().collect())
+    }
+
+    /// Like [`Config::from_env`], from a map (tests, or another source of settings).
+    pub fn from_vars(vars: HashMap<String, String>) -> Result<Config> {
+        let get = |k: &str| vars.get(k).filter(|v| !v.trim().is_empty()).cloned();
+        let mut b = Config::builder();
+        if let Some(v) = get("DATABASE_URL") {
+            b = b.database_url(v);
+        }
+        b.0.redis_url = get("REDIS_URL");
+        b.0.kafka_bootstrap = get("KAFKA_BOOTSTRAP_SERVERS");
+        b.0.temporal_address = get("TEMPORAL_ADDRESS");
+        if let Some(v) = get("TEMPORAL_NAMESPACE") {
+            b.0.temporal_namespace = v;
+        }
+        if let Some(v) = get("TEMPORAL_TASK_QUEUE") {
+            b.0.temporal_task_queue = v;
+        }
+        b.0.sandbox_image = get("WFLO_SANDBOX_IMAGE");
+        b.0.docker_socket = get("DOCKER_HOST");
+        b.0.prices_file = get("WFLO_PRICES_FILE").map(PathBuf::from);
+        b.0.llm = LlmSettings {
+            provider: get("WFLO_LLM_PROVIDER"),
+            openai_api_key: get("OPENAI_API_KEY"),
+            openai_base_url: get("OPENAI_BASE_URL"),
+            anthropic_api_key: get("ANTHROPIC_API_KEY"),
+            anthropic_base_url: get("ANTHROPIC_BASE_URL"),
+            cassette: get("WFLO_LLM_CASSETTE").map(PathBuf::from),
+        };
+        b.build()
+    }
+
+    /// The database URL (password included; use [`crate::db::redact`] to show it).
+    pub fn database_url(&self) -> &str {
+        &self.database_url
+    }
+    /// Redis, if configured.
+    pub fn redis_url(&self) -> Option<&str> {
+        self.redis_url.as_deref()
+    }
+    /// Kafka bootstrap servers, if configured.
+    pub fn kafka_bootstrap(&self) -> Option<&str> {
+        self.kafka_bootstrap.as_deref()
+    }
+    /// The Temporal frontend, if configured.
+    pub fn temporal_address(&self) -> Option<&str> {
+        self.temporal_address.as_deref()
+    }
+    /// Temporal namespace.
+    pub fn temporal_namespace(&self) -> &str {
+        &self.temporal_namespace
+    }
+    /// Temporal task queue.
+    pub fn temporal_task_queue(&self) -> &str {
+        &self.temporal_task_queue
+    }
+    /// LLM settings.
+    pub fn llm(&self) -> &LlmSettings {
+        &self.llm
+    }
+    /// The Docker socket the sandbox uses.
+    pub fn docker_socket(&self) -> String {
+        self.docker_socket
+            .clone()
+            .unwrap_or_else(|| wflo_sandbox::DEFAULT_DOCKER_SOCKET.to_string())
+    }
+
+    pub(crate) fn db_config(&self) -> Result<wflo_db::DbConfig> {
+        Ok(wflo_db::DbConfig::builder(self.database_url.clone()).build()?)
+    }
+
+    pub(crate) fn price_catalog(&self) -> Result<wflo_cost::PriceCatalog> {
+        match &self.prices_file {
+            None => Ok(wflo_cost::PriceCatalog::embedded().clone()),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    Error::Config(format!(
+                        "cannot read WFLO_PRICES_FILE {}: {e}",
+                        path.display()
+                    ))
+                })?;
+                Ok(wflo_cost::PriceCatalog::builder().toml(text).build()?)
+            }
+        }
+    }
+
+    pub(crate) fn sandbox_config(&self) -> Result<wflo_sandbox::SandboxConfig> {
+        let mut b = wflo_sandbox::SandboxConfig::builder();
+        if let Some(image) = &self.sandbox_image {
+            b = b.image(image.clone());
+        }
+        if let Some(socket) = &self.docker_socket {
+            b = b.docker_socket(socket.clone());
+        }
+        Ok(b.build()?)
+    }
+
+    /// The configured provider: `WFLO_LLM_PROVIDER`, else replay when a cassette is set, else
+    /// OpenAI or Anthropic by which key is set; `None` when nothing is configured.
+    pub(crate) fn llm_provider(&self) -> Result<Option<Arc<dyn wflo_llm::LlmProvider>>> {
+        let s = &self.llm;
+        let name = match (
+            &s.provider,
+            &s.cassette,
+            &s.openai_api_key,
+            &s.anthropic_api_key,
+        ) {
+            (Some(p), _, _, _) => p.clone(),
+            (None, Some(_), _, _) => "replay".into(),
+            (None, None, Some(_), _) => "openai".into(),
+            (None, None, None, Some(_)) => "anthropic".into(),
+            _ => return Ok(None),
+        };
+        let mut b = wflo_llm::ProviderConfig::builder();
+        match name.as_str() {
+            "openai" => {
+                b = b.maybe_api_key(s.openai_api_key.clone());
+                if let Some(u) = &s.openai_base_url {
+                    b = b.base_url(u)?;
+                }
+            }
+            "anthropic" => {
+                b = b.maybe_api_key(s.anthropic_api_key.clone());
+                if let Some(u) = &s.anthropic_base_url {
+                    b = b.base_url(u)?;
+                }
+            }
+            "replay" => {
+                let path = s.cassette.clone().ok_or_else(|| {
+                    Error::Config(
+                        "the replay provider needs WFLO_LLM_CASSETTE (a cassette file)".into(),
+                    )
+                })?;
+                b = b.cassette(path);
+            }
+            _ => {}
+        }
+        Ok(Some(wflo_llm::create_provider(&name, &b.build()?)?))
+    }
+}
+
+/// Builder of [`Config`].
+#[derive(Debug, Clone)]
+pub struct ConfigBuilder(Config);
+
+impl ConfigBuilder {
+    /// The database (`postgres://...`, `sqlite://file?mode=rwc`, `sqlite::memory:`).
+    pub fn database_url(mut self, url: impl Into<String>) -> Self {
+        self.0.database_url = url.into();
+        self
+    }
+    /// Redis for the response cache.
+    pub fn redis_url(mut self, url: impl Into<String>) -> Self {
+        self.0.redis_url = Some(url.into());
+        self
+    }
+    /// Kafka bootstrap servers for the relay.
+    pub fn kafka_bootstrap(mut self, servers: impl Into<String>) -> Self {
+        self.0.kafka_bootstrap = Some(servers.into());
+        self
+    }
+    /// The Temporal frontend.
+    pub fn temporal_address(mut self, addr: impl Into<String>) -> Self {
+        self.0.temporal_address = Some(addr.into());
+        self
+    }
+    /// The sandbox image.
+    pub fn sandbox_image(mut self, image: impl Into<String>) -> Self {
+        self.0.sandbox_image = Some(image.into());
+        self
+    }
+    /// LLM settings.
+    pub fn llm(mut self, llm: LlmSettings) -> Self {
+        self.0.llm = llm;
+        self
+    }
+    /// Validates.
+    pub fn build(self) -> Result<Config> {
+        wflo_db::DbConfig::builder(self.0.database_url.clone()).build()?;
+        if let Some(p) = &self.0.llm.provider
+            && !["openai", "anthropic", "replay"].contains(&p.as_str())
+        {
+            return Err(Error::Config(format!(
+                "unknown LLM provider `{p}` in WFLO_LLM_PROVIDER; use openai, anthropic or replay"
+            )));
+        }
+        if self.0.temporal_namespace.is_empty() || self.0.temporal_task_queue.is_empty() {
+            return Err(Error::Config(
+                "the Temporal namespace and task queue must not be empty".into(),
+            ));
+        }
+        Ok(self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_the_embedded_setup() {
+        let c = Config::from_vars(HashMap::new()).unwrap();
+        assert_eq!(c.database_url(), DEFAULT_DATABASE_URL);
+        assert!(
+            c.redis_url().is_none()
+                && c.kafka_bootstrap().is_none()
+                && c.temporal_address().is_none()
+        );
+        assert_eq!(
+            (c.temporal_namespace(), c.temporal_task_queue()),
+            ("default", "wflo-tasks")
+        );
+        assert!(c.llm_provider().unwrap().is_none());
+    }
+
+    #[test]
+    fn reads_services_and_keys_and_redacts_them() {
+        let c = Config::from_vars(vars(&[
+            ("DATABASE_URL", "postgres://u:p@127.0.0.1/wflo"),
+            ("REDIS_URL", "redis://127.0.0.1:6379"),
+            ("OPENAI_API_KEY", "sk-secret-123"),
+        ]))
+        .unwrap();
+        assert_eq!(c.redis_url(), Some("redis://127.0.0.1:6379"));
+        assert!(!format!("{c:?}").contains("sk-secret-123"));
+        assert_eq!(c.llm_provider().unwrap().unwrap().name(), "openai");
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(Config::from_vars(vars(&[("DATABASE_URL", "mysql://x")])).is_err());
+        let e = Config::from_vars(vars(&[("WFLO_LLM_PROVIDER", "gemini")])).unwrap_err();
+        assert!(
+            e.to_string().contains("unknown LLM provider `gemini`"),
+            "{e}"
+        );
+        let e = Config::from_vars(vars(&[("WFLO_LLM_PROVIDER", "openai")]))
+            .unwrap()
+            .llm_provider()
+            .err()
+            .expect("a missing key is an error");
+        assert!(e.to_string().contains("OPENAI_API_KEY"), "{e}");
+    }
+}

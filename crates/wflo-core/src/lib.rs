@@ -1,0 +1,199 @@
+//! # Wflo — a secure runtime for AI-agent workflows
+//!
+//! This is Wflo's one public, semver'd crate: everything a program embedding Wflo needs is here,
+//! re-exported from the inner crates (whose own APIs may change in any release).
+//!
+//! * **Budgets that cannot be overshot**: every LLM call reserves its worst-case cost before it
+//!   is made and settles the provider's usage after ([`cost`]).
+//! * **A locked-down sandbox** for agent-written code ([`sandbox`]).
+//! * **Approval gates and rollback** to snapshots ([`Engine::rollback`], [`Ctx::approval`]).
+//! * **Everything recorded**: runs, steps, costs and decisions in PostgreSQL or SQLite, events
+//!   through a transactional outbox to Kafka ([`db`], [`bus`]).
+//!
+//! [`Config::from_env`] is the only place Wflo reads environment variables; every service but
+//! the database is optional, and the embedded default needs none:
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), wflo_core::Error> {
+//! use wflo_core::{Config, RunOptions, Wflo, WorkflowDef};
+//!
+//! let config = Config::builder().database_url("sqlite::memory:").build()?;
+//! let wflo = Wflo::connect(config).await?;
+//! let def = WorkflowDef::from_yaml(
+//!     "name: hello\nsteps:\n  - id: save\n    kind: checkpoint\n",
+//! )?;
+//! let outcome = wflo.engine().run(&def, RunOptions::default()).await?;
+//! assert_eq!(outcome.status.as_str(), "COMPLETED");
+//! # Ok(()) }
+//! ```
+
+mod config;
+
+pub use config::{Config, ConfigBuilder, DEFAULT_DATABASE_URL, LlmSettings};
+
+use std::sync::Arc;
+
+pub use wflo_runtime::{
+    ApprovalCall, ApprovalPolicy, CodeCall, Ctx, Engine, EngineBuilder, EngineConfig, FnTool,
+    InputDef, LlmCall, Observer, Policies, RetryPolicy, RollbackOutcome, RunOptions, RunOutcome,
+    StepDef, StepKind, Tool, WorkflowBuilder, WorkflowDef, action_fingerprint, extract_code,
+};
+
+/// Persistence: executions, steps, snapshots, approvals, rollbacks, the outbox.
+pub mod db {
+    pub use wflo_db::{
+        Approval, ApprovalStatus, Backend, Db, DbConfig, Definition, Execution, ExecutionStatus,
+        Executor, RiskLevel, Rollback, RollbackStatus, SchemaStatus, Snapshot, Step, StepStatus,
+        TimeoutPolicy, Tokens, Tx, redact,
+    };
+}
+
+/// Prices, token counting, cost tracking and budgets.
+pub mod cost {
+    pub use wflo_cost::{
+        BudgetPolicy, BudgetState, CostBreakdown, CostConfig, CostEstimate, CostQuery, CostSummary,
+        CostTracker, Period, PriceCatalog, Scope, TokenUsage,
+    };
+}
+
+/// LLM providers.
+pub mod llm {
+    pub use wflo_llm::{
+        ChatRequest, ChatResponse, LlmProvider, ProviderConfig, ReplayProvider, Usage,
+        create_provider,
+    };
+}
+
+/// The Docker sandbox.
+pub mod sandbox {
+    pub use wflo_sandbox::{
+        ExecRequest, ExecStatus, ExecutionResult, Language, Limits, NetworkPolicy, SandboxConfig,
+        SandboxRuntime,
+    };
+}
+
+/// Redis locks and the LLM response cache (and their in-process twins).
+pub mod cache {
+    pub use wflo_cache::{LlmCache, LlmCacheConfig, RedisClient, RedisConfig};
+}
+
+/// Events, the Kafka producer and consumer, and the outbox relay.
+pub mod bus {
+    pub use wflo_bus::{
+        Bus, BusConfig, CancellationToken, EventEnvelope, EventPayload, EventType, Relay,
+        RelayConfig, RelayCounts,
+    };
+}
+
+/// Everything that can fail in Wflo, by layer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A configuration value is missing or wrong.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// Running workflows.
+    #[error(transparent)]
+    Runtime(#[from] wflo_runtime::Error),
+    /// The database.
+    #[error(transparent)]
+    Db(#[from] wflo_db::Error),
+    /// Costs and budgets.
+    #[error(transparent)]
+    Cost(#[from] wflo_cost::Error),
+    /// LLM providers.
+    #[error(transparent)]
+    Llm(#[from] wflo_llm::Error),
+    /// The sandbox.
+    #[error(transparent)]
+    Sandbox(#[from] wflo_sandbox::Error),
+    /// Redis.
+    #[error(transparent)]
+    Cache(#[from] wflo_cache::Error),
+    /// Kafka.
+    #[error(transparent)]
+    Bus(#[from] wflo_bus::Error),
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A connected Wflo: the database, the cost tracker, the engine, and the optional services.
+#[derive(Clone, Debug)]
+pub struct Wflo {
+    config: Arc<Config>,
+    db: wflo_db::Db,
+    engine: Engine,
+}
+
+impl Wflo {
+    /// Connects what the configuration names: the database (migrated), Redis for the response
+    /// cache when `REDIS_URL` is set (else an in-process cache), the LLM provider when a key or
+    /// a cassette is configured, the sandbox (connected on first code step).
+    pub async fn connect(config: Config) -> Result<Wflo> {
+        Self::connect_with(config, |b| b).await
+    }
+
+    /// Like [`Wflo::connect`], letting the caller add to the engine (tools, a provider).
+    pub async fn connect_with(
+        config: Config,
+        customize: impl FnOnce(EngineBuilder) -> EngineBuilder,
+    ) -> Result<Wflo> {
+        let db = wflo_db::Db::connect(&config.db_config()?).await?;
+        let catalog = config.price_catalog()?;
+        let costs =
+            wflo_cost::CostTracker::new(db.clone(), catalog, wflo_cost::CostConfig::default());
+        let cache_config = wflo_cache::LlmCacheConfig::builder().build()?;
+        let cache = match &config.redis_url {
+            Some(url) => {
+                let client = wflo_cache::RedisClient::connect(
+                    &wflo_cache::RedisConfig::builder(url.clone()).build()?,
+                )
+                .await?;
+                wflo_cache::LlmCache::redis(client, cache_config)
+            }
+            None => wflo_cache::LlmCache::in_process(10_000, cache_config),
+        };
+        let mut builder = Engine::builder(db.clone())
+            .costs(costs)
+            .cache(cache)
+            .sandbox(config.sandbox_config()?);
+        if let Some(provider) = config.llm_provider()? {
+            builder = builder.llm(provider);
+        }
+        let engine = customize(builder).build()?;
+        Ok(Wflo {
+            config: Arc::new(config),
+            db,
+            engine,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The database.
+    pub fn db(&self) -> &wflo_db::Db {
+        &self.db
+    }
+
+    /// The in-process engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The outbox relay to Kafka, when `KAFKA_BOOTSTRAP_SERVERS` is set.
+    pub async fn relay(&self) -> Result<Option<wflo_bus::Relay>> {
+        let Some(servers) = &self.config.kafka_bootstrap else {
+            return Ok(None);
+        };
+        let bus = wflo_bus::Bus::connect(wflo_bus::BusConfig::builder(servers).build()?).await?;
+        Ok(Some(wflo_bus::Relay::new(
+            bus,
+            self.db.clone(),
+            wflo_bus::RelayConfig::builder().build()?,
+        )))
+    }
+}
