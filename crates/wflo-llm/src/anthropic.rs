@@ -229,7 +229,7 @@ impl AnthropicProvider {
             finish_reason: stop_reason(r.stop_reason.as_deref()),
             model: r.model.unwrap_or_default(),
             usage: usage.into(),
-            request_id: self.core.request_id(&raw.headers).or(r.id),
+            request_id: raw.request_id.or(r.id),
             latency: raw.latency,
         })
     }

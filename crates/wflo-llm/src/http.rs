@@ -19,7 +19,8 @@ pub(crate) const BODY_LIMIT: usize = 512;
 #[derive(Debug)]
 pub(crate) struct RawResponse {
     pub(crate) status: u16,
-    pub(crate) headers: HeaderMap,
+    /// The provider's request id header.
+    pub(crate) request_id: Option<String>,
     pub(crate) body: Bytes,
     pub(crate) latency: Duration,
 }
@@ -281,14 +282,14 @@ impl HttpCore {
                             return Err(self.status_error(resp).await);
                         }
                         let status = resp.status().as_u16();
-                        let headers = resp.headers().clone();
+                        let request_id = self.request_id(resp.headers());
                         let body = resp
                             .bytes()
                             .await
                             .map_err(|e| AttemptError::from_reqwest(&e))?;
                         Ok(RawResponse {
                             status,
-                            headers,
+                            request_id,
                             body,
                             latency: start.elapsed(),
                         })

@@ -169,7 +169,7 @@ impl OpenAiProvider {
             finish_reason: finish_reason(choice.finish_reason.as_deref()),
             model: r.model.unwrap_or_default(),
             usage: usage.into(),
-            request_id: self.core.request_id(&raw.headers).or(r.id),
+            request_id: raw.request_id.or(r.id),
             latency: raw.latency,
         })
     }

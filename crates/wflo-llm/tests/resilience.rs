@@ -336,3 +336,55 @@ async fn a_failed_trial_call_opens_the_breaker_again() {
     ));
     assert_eq!(hits(&server).await, 2);
 }
+
+#[tokio::test]
+async fn opening_a_stream_is_retried_and_a_stream_failure_counts_for_the_breaker() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(2)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    let body = "data: {\"id\":\"c\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"ok\"},\"finish_reason\":\"stop\"}]}\n\ndata: {\"id\":\"c\",\"model\":\"m\",\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1}}\n\ndata: [DONE]\n\n";
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(body, "text/event-stream"))
+        .up_to_n_times(1)
+        .with_priority(2)
+        .mount(&server)
+        .await;
+    // Then a stream that carries an error event.
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(
+            "data: {\"error\":{\"message\":\"upstream died\"}}\n\n",
+            "text/event-stream",
+        ))
+        .with_priority(3)
+        .mount(&server)
+        .await;
+    let breaker = BreakerConfig::builder()
+        .failure_threshold(1)
+        .recovery_timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let p = OpenAiProvider::new(&config(&server).breaker(breaker).build().unwrap()).unwrap();
+    let resp = p
+        .stream(&req("m"))
+        .await
+        .unwrap()
+        .into_response()
+        .await
+        .unwrap();
+    assert_eq!(resp.text, "ok");
+    assert_eq!(resp.usage.prompt_tokens, 3);
+    assert_eq!(hits(&server).await, 3, "two 503s, then the stream");
+    assert_eq!(p.circuit_state("m"), CircuitState::Closed);
+
+    match p.stream(&req("m")).await.unwrap().into_response().await {
+        Err(Error::Stream { message, .. }) => {
+            assert!(message.contains("upstream died"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(p.circuit_state("m"), CircuitState::Open);
+}
