@@ -33,6 +33,8 @@ pub use config::{Config, ConfigBuilder, DEFAULT_DATABASE_URL, LlmSettings};
 
 use std::sync::Arc;
 
+/// The error of running workflows ([`Engine`] methods return it).
+pub use wflo_runtime::Error as RuntimeError;
 pub use wflo_runtime::{
     ApprovalCall, ApprovalPolicy, CodeCall, Ctx, Engine, EngineBuilder, EngineConfig, FnTool,
     InputDef, LlmCall, Observer, Policies, RetryPolicy, RollbackOutcome, RunOptions, RunOutcome,
@@ -46,6 +48,8 @@ pub mod db {
         Executor, RiskLevel, Rollback, RollbackStatus, SchemaStatus, Snapshot, Step, StepStatus,
         TimeoutPolicy, Tokens, Tx, redact,
     };
+    /// The persistence layer's error (inside [`crate::Error::Db`]).
+    pub use wflo_db::Error;
 }
 
 /// Prices, token counting, cost tracking and budgets.
@@ -54,6 +58,8 @@ pub mod cost {
         BudgetPolicy, BudgetState, CostBreakdown, CostConfig, CostEstimate, CostQuery, CostSummary,
         CostTracker, Period, PriceCatalog, Scope, TokenUsage,
     };
+    /// The cost layer's error (inside [`crate::Error::Cost`]).
+    pub use wflo_cost::Error;
 }
 
 /// LLM providers.
@@ -62,6 +68,8 @@ pub mod llm {
         ChatRequest, ChatResponse, LlmProvider, ProviderConfig, ReplayProvider, Usage,
         create_provider,
     };
+    /// The providers' error (inside [`crate::Error::Llm`]).
+    pub use wflo_llm::Error;
 }
 
 /// The Docker sandbox.
@@ -70,11 +78,15 @@ pub mod sandbox {
         ExecRequest, ExecStatus, ExecutionResult, Language, Limits, NetworkPolicy, SandboxConfig,
         SandboxRuntime,
     };
+    /// The sandbox's error (inside [`crate::Error::Sandbox`]).
+    pub use wflo_sandbox::Error;
 }
 
 /// Redis locks and the LLM response cache (and their in-process twins).
 pub mod cache {
     pub use wflo_cache::{LlmCache, LlmCacheConfig, RedisClient, RedisConfig};
+    /// Redis's error (inside [`crate::Error::Cache`]).
+    pub use wflo_cache::Error;
 }
 
 /// Events, the Kafka producer and consumer, and the outbox relay.
@@ -83,6 +95,8 @@ pub mod bus {
         Bus, BusConfig, CancellationToken, EventEnvelope, EventPayload, EventType, Relay,
         RelayConfig, RelayCounts,
     };
+    /// The event bus's error (inside [`crate::Error::Bus`]).
+    pub use wflo_bus::Error;
 }
 
 /// Everything that can fail in Wflo, by layer.
@@ -117,6 +131,15 @@ pub enum Error {
 
 /// `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Config {
+    /// The sandbox image code steps run in (`WFLO_SANDBOX_IMAGE`, else the default image).
+    pub fn sandbox_image(&self) -> &str {
+        self.sandbox_image
+            .as_deref()
+            .unwrap_or(wflo_sandbox::DEFAULT_IMAGE)
+    }
+}
 
 /// A connected Wflo: the database, the cost tracker, the engine, and the optional services.
 #[derive(Clone, Debug)]

@@ -662,6 +662,8 @@ impl Engine {
             .await?
             .into_iter()
             .filter(|s| s.status == StepStatus::Completed)
+            // The checkpoint step that took the snapshot completes just after it: it stays.
+            .filter(|s| Some(&s.step_key) != snap.step_key.as_ref())
             .filter(|s| s.completed_at.is_some_and(|t| t > snap.created_at))
             .collect();
         later.sort_by_key(|s| std::cmp::Reverse(s.completed_at));

@@ -1,0 +1,1 @@
+//! Wflo's end-to-end suite lives in `tests/` (feature `integration`); this library is empty.
