@@ -1,0 +1,236 @@
+//! `wflo executions list|show`.
+
+use crate::format::{Table, maybe_time, percent, short, time, usd};
+use rust_decimal::Decimal;
+use std::collections::HashMap;
+use std::str::FromStr;
+use uuid::Uuid;
+use wflo_core::db::{ExecutionStatus, Executor};
+
+/// Parses a status, in any case.
+pub(crate) fn parse_status(s: &str) -> Result<ExecutionStatus, String> {
+    ExecutionStatus::from_str(&s.trim().to_uppercase().replace('-', "_")).map_err(|_| {
+        format!(
+            "unknown status `{s}`; use PENDING, RUNNING, WAITING_APPROVAL, COMPLETED, FAILED or CANCELLED"
+        )
+    })
+}
+
+pub(crate) async fn list(status: Option<ExecutionStatus>, limit: u64) -> anyhow::Result<u8> {
+    let wflo = super::connect(super::config()?).await?;
+    let db = wflo.db();
+    let execs = match status {
+        Some(s) => {
+            let mut v = db.executions().list_by_status(s).await?;
+            v.sort_by_key(|e| std::cmp::Reverse(e.created_at));
+            v.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+            v
+        }
+        None => db.executions().recent(limit).await?,
+    };
+    if execs.is_empty() {
+        println!(
+            "no executions{}",
+            status
+                .map(|s| format!(" with status {s}"))
+                .unwrap_or_default()
+        );
+        return Ok(0);
+    }
+    let mut names: HashMap<Uuid, String> = HashMap::new();
+    let mut t = Table::new(&["id", "workflow", "status", ">cost USD", "created", "error"]);
+    for e in &execs {
+        if !names.contains_key(&e.workflow_id) {
+            let name = db
+                .definitions()
+                .get(e.workflow_id)
+                .await
+                .map(|d| format!("{} v{}", d.name, d.version))
+                .unwrap_or_else(|_| "?".into());
+            names.insert(e.workflow_id, name);
+        }
+        t.row(vec![
+            e.id.to_string(),
+            names[&e.workflow_id].clone(),
+            e.status.to_string(),
+            usd(e.cost_usd),
+            time(e.created_at),
+            e.error.as_deref().map(|x| short(x, 60)).unwrap_or_default(),
+        ]);
+    }
+    print!("{}", t.render());
+    Ok(0)
+}
+
+pub(crate) async fn show(id: Uuid) -> anyhow::Result<u8> {
+    let wflo = super::connect(super::config()?).await?;
+    let db = wflo.db();
+    let e = db.executions().get(id).await?;
+    let def = db.definitions().get(e.workflow_id).await?;
+    let budget = e
+        .inputs
+        .get("budget_usd")
+        .and_then(|v| serde_json::from_value::<Option<Decimal>>(v.clone()).ok())
+        .flatten();
+    println!("execution {}", e.id);
+    println!("workflow  {} v{}", def.name, def.version);
+    println!("status    {}", e.status);
+    println!("created   {}", time(e.created_at));
+    println!("started   {}", maybe_time(e.started_at));
+    println!("completed {}", maybe_time(e.completed_at));
+    println!(
+        "cost      {} USD{}",
+        usd(e.cost_usd),
+        budget
+            .map(|b| format!(
+                " of budget {} USD ({})",
+                usd(b),
+                percent(e.cost_usd, Some(b))
+            ))
+            .unwrap_or_else(|| " (no budget)".into())
+    );
+    println!(
+        "tokens    {} ({} prompt + {} completion)",
+        e.tokens.total(),
+        e.tokens.prompt,
+        e.tokens.completion
+    );
+    if let Some(inputs) = e
+        .inputs
+        .get("inputs")
+        .filter(|v| v.as_object().is_some_and(|o| !o.is_empty()))
+    {
+        println!("inputs    {}", short(&inputs.to_string(), 200));
+    }
+    if let Some(err) = &e.error {
+        println!("error     {err}");
+    }
+
+    let steps = db.steps().list(id).await?;
+    println!("\nsteps");
+    if steps.is_empty() {
+        println!("  none yet");
+    } else {
+        let mut t = Table::new(&[
+            "step",
+            "kind",
+            "status",
+            ">attempts",
+            ">tokens",
+            ">cost USD",
+            "completed",
+            "error",
+        ]);
+        for s in &steps {
+            t.row(vec![
+                s.step_key.clone(),
+                s.step_type.clone(),
+                s.status.to_string(),
+                s.attempt.to_string(),
+                if s.tokens.total() == 0 {
+                    "-".into()
+                } else {
+                    format!("{}+{}", s.tokens.prompt, s.tokens.completion)
+                },
+                usd(s.cost_usd),
+                maybe_time(s.completed_at),
+                s.error.as_deref().map(|x| short(x, 80)).unwrap_or_default(),
+            ]);
+        }
+        print!("{}", indent(&t.render()));
+    }
+
+    let snaps = db.snapshots().list(id).await?;
+    let versions: HashMap<Uuid, i32> = snaps.iter().map(|s| (s.id, s.version)).collect();
+    println!("\nsnapshots");
+    if snaps.is_empty() {
+        println!("  none");
+    } else {
+        let mut t = Table::new(&[">version", "after step", "created", "superseded"]);
+        for s in &snaps {
+            t.row(vec![
+                s.version.to_string(),
+                s.step_key.clone().unwrap_or_else(|| "-".into()),
+                time(s.created_at),
+                maybe_time(s.superseded_at),
+            ]);
+        }
+        print!("{}", indent(&t.render()));
+    }
+
+    let approvals = db.approvals().list(id).await?;
+    println!("\napprovals");
+    if approvals.is_empty() {
+        println!("  none");
+    } else {
+        let mut t = Table::new(&[
+            "id",
+            "step",
+            "status",
+            "risk",
+            "decided by",
+            "reason",
+            "message",
+        ]);
+        for a in &approvals {
+            t.row(vec![
+                a.id.to_string(),
+                a.step_key.clone().unwrap_or_else(|| "-".into()),
+                a.status.to_string(),
+                a.risk_level.to_string(),
+                a.decided_by.clone().unwrap_or_else(|| "-".into()),
+                a.decision_reason
+                    .as_deref()
+                    .map(|r| short(r, 40))
+                    .unwrap_or_default(),
+                short(&a.message, 50),
+            ]);
+        }
+        print!("{}", indent(&t.render()));
+    }
+
+    let rollbacks = db.rollbacks().list(id).await?;
+    println!("\nrollbacks");
+    if rollbacks.is_empty() {
+        println!("  none");
+    } else {
+        let mut t = Table::new(&["id", ">to snapshot", "status", "by", "reason", "created"]);
+        for r in &rollbacks {
+            t.row(vec![
+                r.id.to_string(),
+                versions
+                    .get(&r.snapshot_id)
+                    .map(i32::to_string)
+                    .unwrap_or_else(|| "?".into()),
+                r.status.to_string(),
+                r.initiated_by.clone(),
+                short(&r.reason, 50),
+                time(r.created_at),
+            ]);
+        }
+        print!("{}", indent(&t.render()));
+    }
+
+    super::run::print_model_costs(&wflo, id).await?;
+    Ok(0)
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("  {l}\n")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_parse_in_any_case() {
+        assert_eq!(parse_status("failed").unwrap(), ExecutionStatus::Failed);
+        assert_eq!(
+            parse_status("waiting-approval").unwrap(),
+            ExecutionStatus::WaitingApproval
+        );
+        let e = parse_status("done").unwrap_err();
+        assert!(e.contains("COMPLETED"), "{e}");
+    }
+}

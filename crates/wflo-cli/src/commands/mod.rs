@@ -1,0 +1,77 @@
+//! One module per subcommand, and the connection every command shares.
+
+pub(crate) mod approvals;
+pub(crate) mod cost;
+pub(crate) mod doctor;
+pub(crate) mod executions;
+pub(crate) mod migrate;
+pub(crate) mod relay;
+pub(crate) mod rollback;
+pub(crate) mod run;
+
+use anyhow::Context;
+use std::sync::Arc;
+use wflo_core::sandbox::SandboxConfig;
+use wflo_core::{Config, EngineBuilder, Wflo};
+
+/// The configuration, from the environment (the only place Wflo reads it).
+pub(crate) fn config() -> anyhow::Result<Config> {
+    Config::from_env().context("the configuration in the environment is not usable")
+}
+
+/// The sandbox as a one-shot command uses it: no warm pool (its containers would outlive the
+/// process) and containers removed before a code step returns.
+pub(crate) fn sandbox_config(config: &Config) -> anyhow::Result<SandboxConfig> {
+    Ok(SandboxConfig::builder()
+        .image(config.sandbox_image())
+        .docker_socket(config.docker_socket())
+        .pool_size(0)
+        .prewarm(false)
+        .remove_in_background(false)
+        .build()?)
+}
+
+/// Connects what the configuration names (the database is migrated on connect).
+pub(crate) async fn connect(config: Config) -> anyhow::Result<Wflo> {
+    connect_with(config, |b| b).await
+}
+
+/// Like [`connect`], letting the caller add to the engine.
+pub(crate) async fn connect_with(
+    config: Config,
+    customize: impl FnOnce(EngineBuilder) -> EngineBuilder,
+) -> anyhow::Result<Wflo> {
+    let sandbox = sandbox_config(&config)?;
+    let url = wflo_core::db::redact(config.database_url());
+    Wflo::connect_with(config, |b| customize(b.sandbox(sandbox)))
+        .await
+        .with_context(|| format!("cannot start wflo on the database {url}"))
+}
+
+/// A replay cassette that records the live provider's answers (`wflo run --record-cassette`).
+pub(crate) fn recorder(
+    config: &Config,
+    path: &std::path::Path,
+) -> anyhow::Result<Arc<dyn wflo_core::llm::LlmProvider>> {
+    use wflo_core::llm::{ProviderConfig, ReplayProvider, create_provider};
+    let s = config.llm();
+    let (name, key, base) = match (&s.openai_api_key, &s.anthropic_api_key) {
+        (Some(k), _) if s.provider.as_deref() != Some("anthropic") => {
+            ("openai", k.clone(), s.openai_base_url.clone())
+        }
+        (_, Some(k)) => ("anthropic", k.clone(), s.anthropic_base_url.clone()),
+        _ => {
+            return Err(crate::exit::coded(
+                crate::exit::USAGE,
+                "--record-cassette records a live provider: set OPENAI_API_KEY or ANTHROPIC_API_KEY \
+                 (and OPENAI_BASE_URL for a compatible server)",
+            ));
+        }
+    };
+    let mut b = ProviderConfig::builder().api_key(key);
+    if let Some(u) = base {
+        b = b.base_url(&u)?;
+    }
+    let live = create_provider(name, &b.build()?)?;
+    Ok(Arc::new(ReplayProvider::record(live, path)?))
+}

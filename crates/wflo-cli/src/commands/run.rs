@@ -1,0 +1,305 @@
+//! `wflo run`: run a workflow file (or resume an execution) with a live display, then print the
+//! cost breakdown against the budget.
+
+use crate::exit::{self, coded};
+use crate::format::{Table, percent, short, usd};
+use crate::progress::Progress;
+use crate::{EngineKind, RunArgs};
+use anyhow::Context;
+use rust_decimal::Decimal;
+use serde_json::Value;
+use std::str::FromStr;
+use std::sync::Arc;
+use uuid::Uuid;
+use wflo_core::cost::CostQuery;
+use wflo_core::db::{ExecutionStatus, Executor};
+use wflo_core::{RunOptions, Wflo, WorkflowDef};
+
+/// Parses `NAME=VALUE`: VALUE is JSON when it is a number, boolean, array or object, else text.
+pub(crate) fn parse_input(s: &str) -> Result<(String, Value), String> {
+    let (name, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not NAME=VALUE"))?;
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(format!("`{s}` has no input name before `=`"));
+    }
+    let value = match serde_json::from_str::<Value>(value) {
+        Ok(v @ (Value::Number(_) | Value::Bool(_) | Value::Array(_) | Value::Object(_))) => v,
+        _ => Value::String(value.to_string()),
+    };
+    Ok((name.to_string(), value))
+}
+
+/// Parses a positive amount of dollars, exactly.
+pub(crate) fn parse_budget(s: &str) -> Result<Decimal, String> {
+    let d = Decimal::from_str(s.trim().trim_start_matches('$'))
+        .map_err(|_| format!("`{s}` is not an amount of dollars (e.g. 0.05)"))?;
+    if d <= Decimal::ZERO {
+        return Err(format!("the budget must be greater than zero, not {s}"));
+    }
+    Ok(d)
+}
+
+pub(crate) async fn run(args: RunArgs) -> anyhow::Result<u8> {
+    let config = super::config()?;
+    if args.engine == EngineKind::Temporal {
+        return Err(coded(
+            exit::USAGE,
+            "the Temporal engine is not available in this build of wflo (it has no \
+             wflo-temporal client yet); run with --engine local, the default",
+        ));
+    }
+    // Read and validate the file before connecting anything: a bad file is a usage error.
+    let def = match &args.file {
+        Some(path) if args.resume.is_none() => Some(
+            WorkflowDef::from_file(path)
+                .with_context(|| format!("{} is not a valid workflow", path.display()))?,
+        ),
+        _ => None,
+    };
+    let wflo = match &args.record_cassette {
+        Some(path) => {
+            let recorder = super::recorder(&config, path)?;
+            super::connect_with(config, move |b| b.llm(recorder)).await?
+        }
+        None => super::connect(config).await?,
+    };
+    let engine = wflo.engine();
+    let mut options = RunOptions {
+        inputs: args.inputs.iter().cloned().collect(),
+        budget_usd: args.budget,
+        ..RunOptions::default()
+    };
+    let id = match (&def, args.resume) {
+        (_, Some(id)) => {
+            let exec = wflo.db().executions().get(id).await?;
+            if exec.status.is_final() {
+                return Err(coded(
+                    exit::USAGE,
+                    format!(
+                        "execution {id} is {}; only unfinished or failed executions can be resumed",
+                        exec.status
+                    ),
+                ));
+            }
+            id
+        }
+        (Some(def), None) => engine.create_execution(def, &options).await?,
+        (None, None) => unreachable!("clap requires FILE unless --resume"),
+    };
+    let budget = stored_budget(&wflo, id).await?;
+    let name = workflow_name(&wflo, id).await?;
+    let progress = Arc::new(Progress::new(budget));
+    progress.println(&format!(
+        "{} {name}: execution {id}{}",
+        if args.resume.is_some() {
+            "resuming"
+        } else {
+            "running"
+        },
+        budget
+            .map(|b| format!(", budget {} USD", usd(b)))
+            .unwrap_or_default()
+    ));
+    options.observer = Some(progress.clone());
+    let started = std::time::Instant::now();
+    let outcome = tokio::select! {
+        r = engine.resume(id, options) => r,
+        _ = tokio::signal::ctrl_c() => {
+            progress.finish();
+            eprintln!(
+                "interrupted: execution {id} stopped where it was; continue it with `wflo run --resume {id}`"
+            );
+            return Ok(130);
+        }
+    };
+    progress.finish();
+    let elapsed = started.elapsed();
+    print_summary(&wflo, id, &name, budget, elapsed).await?;
+    match outcome {
+        Ok(_) => Ok(0),
+        Err(e) => {
+            let code = exit::runtime_code(&e);
+            let resumable = (code == exit::FAILED || code == exit::UNREACHABLE)
+                && !matches!(
+                    e,
+                    wflo_core::RuntimeError::Rejected { .. }
+                        | wflo_core::RuntimeError::StaleApproval { .. }
+                );
+            let hint = if resumable {
+                format!(
+                    "; after fixing the cause, continue it with `wflo run --resume {id}` (completed steps are not run again)"
+                )
+            } else {
+                String::new()
+            };
+            Err(anyhow::Error::new(e).context(format!("execution {id} FAILED{hint}")))
+        }
+    }
+}
+
+async fn stored_budget(wflo: &Wflo, id: Uuid) -> anyhow::Result<Option<Decimal>> {
+    let exec = wflo.db().executions().get(id).await?;
+    Ok(exec
+        .inputs
+        .get("budget_usd")
+        .and_then(|v| serde_json::from_value::<Option<Decimal>>(v.clone()).ok())
+        .flatten())
+}
+
+async fn workflow_name(wflo: &Wflo, id: Uuid) -> anyhow::Result<String> {
+    let exec = wflo.db().executions().get(id).await?;
+    Ok(wflo.db().definitions().get(exec.workflow_id).await?.name)
+}
+
+/// The end of a run: status, steps with their cost, costs per model, total against budget.
+pub(crate) async fn print_summary(
+    wflo: &Wflo,
+    id: Uuid,
+    name: &str,
+    budget: Option<Decimal>,
+    elapsed: std::time::Duration,
+) -> anyhow::Result<()> {
+    let db = wflo.db();
+    let exec = db.executions().get(id).await?;
+    println!();
+    println!(
+        "{name}: execution {id} {} in {:.1}s",
+        exec.status,
+        elapsed.as_secs_f64()
+    );
+    let steps = db.steps().list(id).await?;
+    let mut t = Table::new(&[
+        "step",
+        "kind",
+        "status",
+        ">attempts",
+        ">tokens",
+        ">cost USD",
+    ]);
+    for s in &steps {
+        t.row(vec![
+            s.step_key.clone(),
+            s.step_type.clone(),
+            s.status.to_string(),
+            s.attempt.to_string(),
+            if s.tokens.total() == 0 {
+                "-".into()
+            } else {
+                format!("{}+{}", s.tokens.prompt, s.tokens.completion)
+            },
+            usd(s.cost_usd),
+        ]);
+    }
+    if !t.is_empty() {
+        println!("\n{}", t.render().trim_end());
+    }
+    // What the code steps printed: the point of the quickstart.
+    for s in steps.iter().filter(|s| s.step_type == "code") {
+        if let Some(out) = s
+            .outputs
+            .as_ref()
+            .and_then(|o| o.get("stdout"))
+            .and_then(Value::as_str)
+            .filter(|o| !o.trim().is_empty())
+        {
+            println!("\n{} printed:\n{}", s.step_key, out.trim_end());
+        }
+    }
+    print_model_costs(wflo, id).await?;
+    println!(
+        "\ntotal {} USD{}, {} tokens ({} prompt + {} completion)",
+        usd(exec.cost_usd),
+        match budget {
+            Some(b) => format!(
+                " of budget {} USD ({} used, {} USD left)",
+                usd(b),
+                percent(exec.cost_usd, Some(b)),
+                usd((b - exec.cost_usd).max(Decimal::ZERO))
+            ),
+            None => " (no budget)".into(),
+        },
+        exec.tokens.total(),
+        exec.tokens.prompt,
+        exec.tokens.completion
+    );
+    println!("status {}", exec.status);
+    if exec.status == ExecutionStatus::Failed
+        && let Some(e) = &exec.error
+    {
+        println!("error {}", short(e, 300));
+    }
+    Ok(())
+}
+
+/// The ledger's totals per model for one execution.
+pub(crate) async fn print_model_costs(wflo: &Wflo, id: Uuid) -> anyhow::Result<()> {
+    let by_model = wflo
+        .engine()
+        .costs()
+        .totals_by_model(&CostQuery {
+            execution_id: Some(id),
+            ..CostQuery::default()
+        })
+        .await?;
+    if by_model.is_empty() {
+        return Ok(());
+    }
+    let mut t = Table::new(&[
+        "model",
+        ">calls",
+        ">prompt",
+        ">completion",
+        ">cached",
+        ">cost USD",
+    ]);
+    for (model, s) in &by_model {
+        t.row(vec![
+            model.clone(),
+            s.calls.to_string(),
+            s.prompt_tokens.to_string(),
+            s.completion_tokens.to_string(),
+            s.cached_prompt_tokens.to_string(),
+            usd(s.cost_usd),
+        ]);
+    }
+    println!("\n{}", t.render().trim_end());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn inputs_are_text_unless_they_are_json_values() {
+        assert_eq!(
+            parse_input("question=What is 2+2?").unwrap(),
+            ("question".into(), json!("What is 2+2?"))
+        );
+        assert_eq!(parse_input("n=5").unwrap(), ("n".into(), json!(5)));
+        assert_eq!(
+            parse_input("tags=[\"a\"]").unwrap(),
+            ("tags".into(), json!(["a"]))
+        );
+        assert_eq!(parse_input("s=\"x\"").unwrap().1, json!("\"x\""));
+        assert_eq!(parse_input("a=b=c").unwrap().1, json!("b=c"));
+        assert_eq!(parse_input("empty=").unwrap().1, json!(""));
+        assert!(parse_input("novalue").is_err());
+        assert!(parse_input("=x").is_err());
+    }
+
+    #[test]
+    fn budgets_are_positive_exact_dollars() {
+        assert_eq!(
+            parse_budget("0.0000001").unwrap(),
+            Decimal::from_str("0.0000001").unwrap()
+        );
+        assert_eq!(parse_budget("$0.05").unwrap(), Decimal::new(5, 2));
+        assert!(parse_budget("0").is_err());
+        assert!(parse_budget("-1").is_err());
+        assert!(parse_budget("lots").is_err());
+    }
+}

@@ -1,0 +1,291 @@
+//! `wflo`: run agent workflows with budgets, a sandbox, approvals and rollback; inspect what
+//! they did.
+//!
+//! Every setting comes from `wflo_core::Config::from_env()` (DATABASE_URL, REDIS_URL,
+//! KAFKA_BOOTSTRAP_SERVERS, TEMPORAL_ADDRESS, WFLO_SANDBOX_IMAGE, OPENAI_API_KEY,
+//! WFLO_LLM_CASSETTE, ...); the command line only says what to do.
+
+mod commands;
+mod exit;
+mod format;
+mod progress;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use uuid::Uuid;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  the run failed (a step failed, an approval was rejected) or the operation was refused
+  2  usage or configuration error (bad arguments, invalid workflow file, unknown id, missing setting)
+  3  budget exceeded: a call was stopped before it was made
+  4  a service is unreachable (database, Redis, Kafka, Temporal, Docker)
+
+Settings come from the environment: DATABASE_URL (default sqlite://wflo.db?mode=rwc), REDIS_URL,
+KAFKA_BOOTSTRAP_SERVERS, TEMPORAL_ADDRESS, WFLO_SANDBOX_IMAGE, DOCKER_HOST, OPENAI_API_KEY,
+ANTHROPIC_API_KEY, WFLO_LLM_CASSETTE (offline replay), WFLO_LLM_PROVIDER, WFLO_PRICES_FILE.
+`wflo doctor` checks them.";
+
+/// Wflo: a secure runtime for AI-agent workflows.
+#[derive(Debug, Parser)]
+#[command(name = "wflo", version, after_long_help = EXIT_CODES, after_help = EXIT_CODES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a workflow file (or continue an execution with --resume), showing steps, spend and
+    /// approval waits; prints the cost breakdown at the end.
+    Run(RunArgs),
+    /// List and inspect executions.
+    Executions {
+        #[command(subcommand)]
+        action: ExecutionsAction,
+    },
+    /// List and decide approval requests.
+    Approvals {
+        #[command(subcommand)]
+        action: ApprovalsAction,
+    },
+    /// Roll an execution back to one of its snapshots (then continue it with
+    /// `wflo run --resume EXECUTION`).
+    Rollback(RollbackArgs),
+    /// Cost reports from the ledger.
+    Cost {
+        #[command(subcommand)]
+        action: CostAction,
+    },
+    /// Publish the outbox to Kafka (KAFKA_BOOTSTRAP_SERVERS).
+    Relay {
+        /// Publish what is waiting now, then exit.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Apply the database migrations and print the schema status.
+    Migrate,
+    /// Check every configured service and say what to do about each problem.
+    Doctor,
+}
+
+/// Which engine runs the workflow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum EngineKind {
+    /// The in-process engine (durable memoization in the database).
+    Local,
+    /// Temporal (TEMPORAL_ADDRESS).
+    Temporal,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// The workflow file (YAML). Not needed with --resume.
+    #[arg(required_unless_present = "resume")]
+    pub(crate) file: Option<PathBuf>,
+    /// An input, NAME=VALUE (repeatable). VALUE is JSON when it parses as a number, boolean,
+    /// array or object, else text.
+    #[arg(long = "input", short = 'i', value_name = "NAME=VALUE", value_parser = commands::run::parse_input)]
+    pub(crate) inputs: Vec<(String, serde_json::Value)>,
+    /// The execution's budget in USD (overrides the file's policies.budget_usd).
+    #[arg(long, value_name = "USD", value_parser = commands::run::parse_budget)]
+    pub(crate) budget: Option<rust_decimal::Decimal>,
+    /// The engine.
+    #[arg(long, value_enum, default_value = "local")]
+    pub(crate) engine: EngineKind,
+    /// Continue this execution (after a failure, an interruption or a rollback): completed
+    /// steps are not run again.
+    #[arg(long, value_name = "EXECUTION_ID", conflicts_with_all = ["inputs", "budget"])]
+    pub(crate) resume: Option<Uuid>,
+    /// Record the live provider's answers into this replay cassette (JSON Lines), for offline
+    /// reruns with WFLO_LLM_CASSETTE. Needs OPENAI_API_KEY or ANTHROPIC_API_KEY.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) record_cassette: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum ExecutionsAction {
+    /// The newest executions.
+    List {
+        /// Only this status (PENDING, RUNNING, WAITING_APPROVAL, COMPLETED, FAILED, CANCELLED).
+        #[arg(long, value_parser = commands::executions::parse_status)]
+        status: Option<wflo_core::db::ExecutionStatus>,
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: u64,
+    },
+    /// One execution: steps, snapshots, approvals, rollbacks and costs.
+    Show {
+        /// The execution id.
+        id: Uuid,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ApprovalsAction {
+    /// Pending approval requests.
+    List,
+    /// Approve a pending request.
+    Approve {
+        /// The approval id (see `wflo approvals list`).
+        id: Uuid,
+        /// Why.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Who decides (default: the OS user).
+        #[arg(long = "as", value_name = "NAME", env = "USER", default_value = "cli")]
+        approver: String,
+    },
+    /// Reject a pending request.
+    Reject {
+        /// The approval id.
+        id: Uuid,
+        /// Why (required).
+        #[arg(long)]
+        reason: String,
+        /// Who decides (default: the OS user).
+        #[arg(long = "as", value_name = "NAME", env = "USER", default_value = "cli")]
+        approver: String,
+    },
+}
+
+#[derive(Debug, Args)]
+struct RollbackArgs {
+    /// The execution.
+    execution: Uuid,
+    /// The snapshot version to restore (see `wflo executions show`).
+    #[arg(long = "to", value_name = "SNAPSHOT_VERSION")]
+    to: i32,
+    /// Why (recorded).
+    #[arg(long)]
+    reason: String,
+    /// Who rolls back (default: the OS user).
+    #[arg(long = "as", value_name = "NAME", env = "USER", default_value = "cli")]
+    by: String,
+}
+
+/// How a cost report groups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum GroupBy {
+    /// Per model.
+    Model,
+    /// Per workflow name.
+    Workflow,
+    /// Per UTC day.
+    Day,
+}
+
+#[derive(Debug, Subcommand)]
+enum CostAction {
+    /// Totals from the cost ledger.
+    Report {
+        /// Grouping.
+        #[arg(long, value_enum, default_value = "model")]
+        by: GroupBy,
+        /// From this date (YYYY-MM-DD, UTC) or time (RFC 3339). Default: everything (the last
+        /// 30 days for --by day).
+        #[arg(long, value_parser = commands::cost::parse_since)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::FAILED);
+        }
+    };
+    let result = runtime.block_on(dispatch(cli));
+    // Do not wait for background tasks (progress ticks, pools) past the command.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            exit::report(&e);
+            ExitCode::from(exit::classify(&e))
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
+    match cli.command {
+        Command::Run(args) => commands::run::run(args).await,
+        Command::Executions { action } => match action {
+            ExecutionsAction::List { status, limit } => {
+                commands::executions::list(status, limit).await
+            }
+            ExecutionsAction::Show { id } => commands::executions::show(id).await,
+        },
+        Command::Approvals { action } => match action {
+            ApprovalsAction::List => commands::approvals::list().await,
+            ApprovalsAction::Approve {
+                id,
+                reason,
+                approver,
+            } => commands::approvals::decide(id, true, reason, approver).await,
+            ApprovalsAction::Reject {
+                id,
+                reason,
+                approver,
+            } => commands::approvals::decide(id, false, Some(reason), approver).await,
+        },
+        Command::Rollback(a) => {
+            commands::rollback::rollback(a.execution, a.to, a.reason, a.by).await
+        }
+        Command::Cost {
+            action: CostAction::Report { by, since },
+        } => commands::cost::report(by, since).await,
+        Command::Relay { once } => commands::relay::relay(once).await,
+        Command::Migrate => commands::migrate::migrate().await,
+        Command::Doctor => commands::doctor::doctor().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn help_documents_the_exit_codes() {
+        let help = Cli::command().render_long_help().to_string();
+        for line in [
+            "0  success",
+            "3  budget exceeded",
+            "4  a service is unreachable",
+        ] {
+            assert!(help.contains(line), "{help}");
+        }
+    }
+
+    #[test]
+    fn resume_needs_no_file_and_refuses_a_new_budget() {
+        let id = Uuid::nil().to_string();
+        assert!(Cli::try_parse_from(["wflo", "run", "--resume", &id]).is_ok());
+        assert!(Cli::try_parse_from(["wflo", "run", "--resume", &id, "--budget", "1"]).is_err());
+        assert!(Cli::try_parse_from(["wflo", "run"]).is_err());
+    }
+
+    #[test]
+    fn reject_needs_a_reason() {
+        let id = Uuid::nil().to_string();
+        assert!(Cli::try_parse_from(["wflo", "approvals", "reject", &id]).is_err());
+        assert!(
+            Cli::try_parse_from(["wflo", "approvals", "reject", &id, "--reason", "no"]).is_ok()
+        );
+    }
+}
