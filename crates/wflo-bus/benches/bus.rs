@@ -51,7 +51,14 @@ fn row(figure: &str, ours: f64, baseline: f64) {
 fn baseline(bootstrap: &str, topic: &str, n: usize) -> f64 {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/confluent_baseline.py");
     let out = std::process::Command::new("python3")
-        .args([script, bootstrap, topic, &n.to_string(), &SIZE.to_string(), "zstd"])
+        .args([
+            script,
+            bootstrap,
+            topic,
+            &n.to_string(),
+            &SIZE.to_string(),
+            "zstd",
+        ])
         .output()
         .expect("run python3 (pip install confluent-kafka)");
     assert!(
@@ -61,7 +68,11 @@ fn baseline(bootstrap: &str, topic: &str, n: usize) -> f64 {
     );
     let line = String::from_utf8_lossy(&out.stdout);
     let v: serde_json::Value = serde_json::from_str(line.trim()).expect("baseline JSON line");
-    assert_eq!(v["delivered"].as_u64(), Some(n as u64), "baseline delivered all: {v}");
+    assert_eq!(
+        v["delivered"].as_u64(),
+        Some(n as u64),
+        "baseline delivered all: {v}"
+    );
     eprintln!("baseline: {v}");
     v["rate"].as_f64().expect("rate")
 }

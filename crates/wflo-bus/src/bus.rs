@@ -14,8 +14,8 @@ use rskafka::client::{Client, ClientBuilder};
 use rskafka::record::Record;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A message to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +97,7 @@ pub struct Delivery {
 }
 
 type Producer = BatchProducer<RecordAggregator>;
+type Gate = Arc<tokio::sync::Mutex<()>>;
 
 struct Inner {
     client: Client,
@@ -104,7 +105,7 @@ struct Inner {
     partitions: Mutex<HashMap<String, i32>>,
     clients: Mutex<HashMap<(String, i32), Arc<PartitionClient>>>,
     producers: Mutex<HashMap<(String, i32), Arc<Producer>>>,
-    gates: Mutex<HashMap<(String, i32), Arc<tokio::sync::Mutex<()>>>>,
+    gates: Mutex<HashMap<(String, i32), Gate>>,
     round_robin: AtomicU64,
 }
 
@@ -115,7 +116,7 @@ struct Inner {
 #[derive(Debug)]
 struct SerialPartition {
     client: Arc<PartitionClient>,
-    gate: Arc<tokio::sync::Mutex<()>>,
+    gate: Gate,
 }
 
 impl rskafka::client::producer::ProducerClient for SerialPartition {
@@ -248,7 +249,9 @@ impl Bus {
                     Some(s) if tokio::time::Instant::now() >= deadline => {
                         return Err(Error::TopicSetup {
                             topic: s.name.clone(),
-                            reason: "created, but its partitions did not appear in the metadata in time".into(),
+                            reason:
+                                "created, but its partitions did not appear in the metadata in time"
+                                    .into(),
                         });
                     }
                     Some(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
@@ -382,7 +385,7 @@ impl Bus {
         }
     }
 
-    fn gate(&self, topic: &str, partition: i32) -> Arc<tokio::sync::Mutex<()>> {
+    fn gate(&self, topic: &str, partition: i32) -> Gate {
         Arc::clone(
             lock(&self.inner.gates)
                 .entry((topic.to_string(), partition))

@@ -204,7 +204,9 @@ impl BusConfigBuilder {
                 "linger must be at most 10 s; events would wait too long".into(),
             ));
         }
-        if c.retry.initial.is_zero() || c.retry.max < c.retry.initial || c.retry.max_elapsed.is_zero()
+        if c.retry.initial.is_zero()
+            || c.retry.max < c.retry.initial
+            || c.retry.max_elapsed.is_zero()
         {
             return Err(Error::InvalidConfig(
                 "retry policy needs 0 < initial <= max and a non-zero max_elapsed".into(),

@@ -85,7 +85,10 @@ pub trait TxHandler: Send + Sync {
 /// event ids (bounded), and the offset commits after the handler returns (at least once).
 pub trait Handler: Send + Sync {
     /// Handles one event.
-    fn handle<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, std::result::Result<(), HandlerError>>;
+    fn handle<'a>(
+        &'a self,
+        event: &'a Event,
+    ) -> BoxFuture<'a, std::result::Result<(), HandlerError>>;
 }
 
 /// Where a consumer starts a partition it has no stored offset for.
@@ -279,7 +282,10 @@ pub struct Consumer {
 
 enum Mode<'h> {
     Tx(&'h dyn TxHandler),
-    Plain(&'h dyn Handler, &'h std::sync::Mutex<lru::LruCache<Uuid, ()>>),
+    Plain(
+        &'h dyn Handler,
+        &'h std::sync::Mutex<lru::LruCache<Uuid, ()>>,
+    ),
 }
 
 impl Consumer {
@@ -370,9 +376,15 @@ impl Consumer {
         self.run_mode(Mode::Plain(handler, &seen), shutdown).await
     }
 
-    async fn run_mode(&self, mode: Mode<'_>, shutdown: CancellationToken) -> Result<ConsumerCounts> {
+    async fn run_mode(
+        &self,
+        mode: Mode<'_>,
+        shutdown: CancellationToken,
+    ) -> Result<ConsumerCounts> {
         if let Some(dlq) = &self.config.dead_letter {
-            self.bus.ensure_topics(&[TopicSpec::new(dlq.clone(), 1)]).await?;
+            self.bus
+                .ensure_topics(&[TopicSpec::new(dlq.clone(), 1)])
+                .await?;
         }
         let partitions = self.partitions().await?;
         let mode = &mode;
@@ -410,7 +422,12 @@ impl Consumer {
         }
     }
 
-    async fn process(&self, msg: Message, mode: &Mode<'_>, shutdown: &CancellationToken) -> Result<()> {
+    async fn process(
+        &self,
+        msg: Message,
+        mode: &Mode<'_>,
+        shutdown: &CancellationToken,
+    ) -> Result<()> {
         let c = &self.config;
         let next = msg.offset + 1;
         let envelope = match msg.envelope() {
@@ -460,10 +477,7 @@ impl Consumer {
                 }
                 Mode::Plain(h, seen) => {
                     let id = event.envelope.event_id;
-                    let dup = seen
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .contains(&id);
+                    let dup = seen.lock().unwrap_or_else(|p| p.into_inner()).contains(&id);
                     if dup {
                         self.commit_offset(event.message.partition, next).await?;
                         self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
@@ -521,7 +535,8 @@ impl Consumer {
         out.headers = msg.headers.clone();
         out.headers
             .insert(HEADER_DLQ_REASON.into(), truncate(reason, 1000));
-        out.headers.insert(HEADER_DLQ_TOPIC.into(), msg.topic.clone());
+        out.headers
+            .insert(HEADER_DLQ_TOPIC.into(), msg.topic.clone());
         out.headers
             .insert(HEADER_DLQ_PARTITION.into(), msg.partition.to_string());
         out.headers

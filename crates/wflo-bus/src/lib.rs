@@ -40,9 +40,9 @@ pub use consumer::{
 };
 pub use error::{Error, Result};
 pub use event::{
-    AlertType, ApprovalPayload, AuditPayload, CostPayload, EventEnvelope, EventPayload,
-    EventType, SCHEMA_VERSION, SandboxPayload, StepStatusPayload, WorkflowStatusPayload,
+    AlertType, ApprovalPayload, AuditPayload, CostPayload, EventEnvelope, EventPayload, EventType,
+    SCHEMA_VERSION, SandboxPayload, StepStatusPayload, WorkflowStatusPayload,
 };
 pub use relay::{Relay, RelayConfig, RelayConfigBuilder, RelayCounts};
-pub use topics::{CleanupPolicy, TopicInfo, TopicSpec, dead_letter_name, names, standard_topics};
 pub use tokio_util::sync::CancellationToken;
+pub use topics::{CleanupPolicy, TopicInfo, TopicSpec, dead_letter_name, names, standard_topics};

@@ -336,13 +336,15 @@ impl Relay {
                 }
             }
         }
-        let sends = groups.into_iter().map(|((topic, partition), items)| async move {
-            let (ids, msgs): (Vec<i64>, Vec<OutgoingMessage>) = items.into_iter().unzip();
-            self.bus
-                .produce_to_partition(&topic, partition, &msgs)
-                .await
-                .map(|_| ids)
-        });
+        let sends = groups
+            .into_iter()
+            .map(|((topic, partition), items)| async move {
+                let (ids, msgs): (Vec<i64>, Vec<OutgoingMessage>) = items.into_iter().unzip();
+                self.bus
+                    .produce_to_partition(&topic, partition, &msgs)
+                    .await
+                    .map(|_| ids)
+            });
         let mut done = Vec::new();
         for r in futures::future::join_all(sends).await {
             match r {

@@ -106,7 +106,10 @@ impl TopicSpec {
                 .map(|d| d.as_millis().to_string())
                 .unwrap_or_else(|| "-1".into()),
         );
-        m.insert("cleanup.policy".to_string(), self.cleanup.as_str().to_string());
+        m.insert(
+            "cleanup.policy".to_string(),
+            self.cleanup.as_str().to_string(),
+        );
         m
     }
 

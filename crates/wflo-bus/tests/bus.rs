@@ -224,13 +224,22 @@ async fn producer_connects_lists_and_closes() {
     let bus = bus().await;
     let t = topic(&bus, "connect", 1).await;
     let topics = bus.list_topics().await.unwrap();
-    let info = topics.iter().find(|i| i.name == t).expect("new topic listed");
+    let info = topics
+        .iter()
+        .find(|i| i.name == t)
+        .expect("new topic listed");
     assert_eq!(info.partitions, vec![0]);
     let d = bus
         .send(OutgoingMessage::new(t.clone(), b"hello".to_vec()))
         .await
         .unwrap();
-    assert_eq!(d, Delivery { partition: 0, offset: 0 });
+    assert_eq!(
+        d,
+        Delivery {
+            partition: 0,
+            offset: 0
+        }
+    );
     drop(bus);
     // A new connection sees what the closed one wrote.
     let bus = self::bus().await;
@@ -253,7 +262,10 @@ async fn unreachable_broker_is_a_typed_error_naming_the_servers() {
     .await
     .unwrap_err();
     assert!(matches!(err, Error::Unreachable { .. }), "{err:?}");
-    assert!(err.to_string().contains(&format!("127.0.0.1:{port}")), "{err}");
+    assert!(
+        err.to_string().contains(&format!("127.0.0.1:{port}")),
+        "{err}"
+    );
     assert!(err.is_retriable());
 }
 
@@ -322,7 +334,9 @@ async fn ensure_topics_creates_all_with_their_settings_and_lists_them() {
         .map(|t| (t.name, t.partitions))
         .collect();
     for s in &specs {
-        let parts = listed.get(&s.name).unwrap_or_else(|| panic!("{} listed", s.name));
+        let parts = listed
+            .get(&s.name)
+            .unwrap_or_else(|| panic!("{} listed", s.name));
         assert_eq!(parts.len() as i32, s.partitions, "{}", s.name);
         let cfg = bus.topic_configs(&s.name).await.unwrap();
         assert_eq!(
@@ -497,18 +511,27 @@ async fn schema_defaults_and_unknown_types_survive_the_broker() {
         "occurred_at": "2026-11-25T10:00:01Z", "payload": {"text": "hmm"}
     });
     for v in [&minimal, &unknown] {
-        bus.send(OutgoingMessage::new(t.clone(), serde_json::to_vec(v).unwrap()))
-            .await
-            .unwrap();
+        bus.send(OutgoingMessage::new(
+            t.clone(),
+            serde_json::to_vec(v).unwrap(),
+        ))
+        .await
+        .unwrap();
     }
     let got = read_n(&bus, &t_db, &t, 2).await;
     let a = got[0].envelope().unwrap();
     assert_eq!(a.schema_version, SCHEMA_VERSION);
-    assert_eq!((a.source.as_str(), a.execution_id, a.trace_id.clone()), ("", None, None));
+    assert_eq!(
+        (a.source.as_str(), a.execution_id, a.trace_id.clone()),
+        ("", None, None)
+    );
     match a.typed().unwrap() {
         EventPayload::Sandbox(s) => {
             assert_eq!(s.language, "python");
-            assert_eq!((s.exit_code, s.timed_out, s.oom_killed, s.duration_ms), (None, false, false, 0));
+            assert_eq!(
+                (s.exit_code, s.timed_out, s.oom_killed, s.duration_ms),
+                (None, false, false, 0)
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -546,7 +569,10 @@ async fn two_consumers_on_different_partitions_read_each_event_exactly_once() {
         bus.high_watermark(&t, 0).await.unwrap(),
         bus.high_watermark(&t, 1).await.unwrap(),
     ];
-    assert!(per_partition.iter().all(|n| *n > 0), "both partitions used: {per_partition:?}");
+    assert!(
+        per_partition.iter().all(|n| *n > 0),
+        "both partitions used: {per_partition:?}"
+    );
 
     let shutdown = CancellationToken::new();
     let mut tasks = Vec::new();
@@ -567,7 +593,11 @@ async fn two_consumers_on_different_partitions_read_each_event_exactly_once() {
         tasks.push(tokio::spawn(async move { c.run(&*h, token).await }));
     }
     wait_for("all 200 events", 60, || {
-        handlers.iter().map(|h| h.seen.lock().unwrap().len()).sum::<usize>() >= 200
+        handlers
+            .iter()
+            .map(|h| h.seen.lock().unwrap().len())
+            .sum::<usize>()
+            >= 200
     })
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -587,7 +617,10 @@ async fn two_consumers_on_different_partitions_read_each_event_exactly_once() {
     // Offsets were stored: a restart reads nothing again.
     for p in [0, 1] {
         assert_eq!(
-            t_db.consumer_offsets().get("split-group", &t, p).await.unwrap(),
+            t_db.consumer_offsets()
+                .get("split-group", &t, p)
+                .await
+                .unwrap(),
             Some(per_partition[p as usize])
         );
     }
@@ -606,16 +639,21 @@ async fn malformed_and_rejected_messages_go_to_the_dead_letter_topic_and_consump
     bus.send(OutgoingMessage::new(t.clone(), b"{not json".to_vec()).header("h", "1"))
         .await
         .unwrap();
-    bus.send(OutgoingMessage::new(t.clone(), br#"{"event_type":"x"}"#.to_vec()))
-        .await
-        .unwrap();
+    bus.send(OutgoingMessage::new(
+        t.clone(),
+        br#"{"event_type":"x"}"#.to_vec(),
+    ))
+    .await
+    .unwrap();
     bus.send_event(&t, &rejected).await.unwrap();
     bus.send_event(&t, &good).await.unwrap();
 
     let consumer = Consumer::new(
         bus.clone(),
         t_db.db().clone(),
-        ConsumerConfig::builder("dlq-group", t.clone()).build().unwrap(),
+        ConsumerConfig::builder("dlq-group", t.clone())
+            .build()
+            .unwrap(),
     );
     let h = Arc::new(Collect {
         reject_type: Some(EventType::AuditAction),
@@ -633,7 +671,10 @@ async fn malformed_and_rejected_messages_go_to_the_dead_letter_topic_and_consump
     assert_eq!(counts.dead_lettered, 3);
     assert_eq!(h.seen.lock().unwrap()[0].envelope, good);
     assert_eq!(
-        t_db.consumer_offsets().get("dlq-group", &t, 0).await.unwrap(),
+        t_db.consumer_offsets()
+            .get("dlq-group", &t, 0)
+            .await
+            .unwrap(),
         Some(4)
     );
 
@@ -657,7 +698,11 @@ struct WriteEffect {
 }
 
 impl TxHandler for WriteEffect {
-    fn handle<'a>(&'a self, tx: &'a Tx, event: &'a Event) -> BoxFuture<'a, Result<(), HandlerError>> {
+    fn handle<'a>(
+        &'a self,
+        tx: &'a Tx,
+        event: &'a Event,
+    ) -> BoxFuture<'a, Result<(), HandlerError>> {
         Box::pin(async move {
             tx.outbox()
                 .enqueue(NewOutboxEvent {
@@ -699,7 +744,9 @@ async fn consumer_killed_before_commit_handles_again_without_duplicating_the_eff
     let t = topic(&bus, "kill", 1).await;
     let e = EventEnvelope::new("t", sample_events().remove(1)).with_execution(Uuid::now_v7());
     bus.send_event(&t, &e).await.unwrap();
-    let config = ConsumerConfig::builder("kill-group", t.clone()).build().unwrap();
+    let config = ConsumerConfig::builder("kill-group", t.clone())
+        .build()
+        .unwrap();
 
     // Run 1: the handler writes its effect, then the consumer is killed before committing.
     let (wtx, mut wrx) = tokio::sync::mpsc::unbounded_channel();
@@ -708,15 +755,28 @@ async fn consumer_killed_before_commit_handles_again_without_duplicating_the_eff
         hang_after_write: true,
         wrote: wtx.clone(),
     };
-    let task = tokio::spawn(async move { c1.run_transactional(&h1, CancellationToken::new()).await });
+    let task =
+        tokio::spawn(async move { c1.run_transactional(&h1, CancellationToken::new()).await });
     assert_eq!(
-        tokio::time::timeout(Duration::from_secs(30), wrx.recv()).await.unwrap(),
+        tokio::time::timeout(Duration::from_secs(30), wrx.recv())
+            .await
+            .unwrap(),
         Some(e.event_id)
     );
     task.abort();
     assert!(task.await.unwrap_err().is_cancelled());
-    assert_eq!(effect_rows(&t_db, e.event_id).await, 0, "uncommitted effect rolled back");
-    assert_eq!(t_db.consumer_offsets().get("kill-group", &t, 0).await.unwrap(), None);
+    assert_eq!(
+        effect_rows(&t_db, e.event_id).await,
+        0,
+        "uncommitted effect rolled back"
+    );
+    assert_eq!(
+        t_db.consumer_offsets()
+            .get("kill-group", &t, 0)
+            .await
+            .unwrap(),
+        None
+    );
 
     // Run 2: the event is handled again; effect and offset commit together.
     let c2 = Consumer::new(bus.clone(), t_db.db().clone(), config.clone());
@@ -730,14 +790,22 @@ async fn consumer_killed_before_commit_handles_again_without_duplicating_the_eff
         tokio::spawn(async move { c.run_transactional(&*h, s).await })
     };
     assert_eq!(
-        tokio::time::timeout(Duration::from_secs(30), wrx.recv()).await.unwrap(),
+        tokio::time::timeout(Duration::from_secs(30), wrx.recv())
+            .await
+            .unwrap(),
         Some(e.event_id)
     );
     wait_for("the commit", 30, || c2.counts().handled == 1).await;
     s2.cancel();
     task.await.unwrap().unwrap();
     assert_eq!(effect_rows(&t_db, e.event_id).await, 1);
-    assert_eq!(t_db.consumer_offsets().get("kill-group", &t, 0).await.unwrap(), Some(1));
+    assert_eq!(
+        t_db.consumer_offsets()
+            .get("kill-group", &t, 0)
+            .await
+            .unwrap(),
+        Some(1)
+    );
 
     // The same event delivered again (a relay retry): recognised, effect not repeated.
     bus.send_event(&t, &e).await.unwrap();
@@ -752,7 +820,13 @@ async fn consumer_killed_before_commit_handles_again_without_duplicating_the_eff
     let counts = task.await.unwrap().unwrap();
     assert_eq!(counts.handled, 0);
     assert_eq!(effect_rows(&t_db, e.event_id).await, 1);
-    assert_eq!(t_db.consumer_offsets().get("kill-group", &t, 0).await.unwrap(), Some(2));
+    assert_eq!(
+        t_db.consumer_offsets()
+            .get("kill-group", &t, 0)
+            .await
+            .unwrap(),
+        Some(2)
+    );
 }
 
 #[tokio::test]
@@ -768,7 +842,10 @@ async fn slow_handler_bounds_the_buffer() {
     let c = Consumer::new(
         bus.clone(),
         t_db.db().clone(),
-        ConsumerConfig::builder("bp", t.clone()).buffer(4).build().unwrap(),
+        ConsumerConfig::builder("bp", t.clone())
+            .buffer(4)
+            .build()
+            .unwrap(),
     );
     let mut s = c.stream(0, 0);
     let first = s.next().await.unwrap().unwrap();
@@ -827,7 +904,11 @@ fn check_delivered(msgs: &[Message], keys: usize, per_key: usize) {
         let (key, seq) = s.step_id.split_once(':').unwrap();
         assert_eq!(m.key.as_deref(), Some(key));
         let want = next.entry(key.to_string()).or_default();
-        assert_eq!(seq.parse::<usize>().unwrap(), *want, "key {key} out of order");
+        assert_eq!(
+            seq.parse::<usize>().unwrap(),
+            *want,
+            "key {key} out of order"
+        );
         *want += 1;
     }
     assert_eq!(seen.len(), keys * per_key);
@@ -844,13 +925,20 @@ async fn relay_publishes_the_outbox_in_order_and_reports_lag(
     let t = topic(&bus, "relay", 3).await;
     for seq in 0..40 {
         for k in 0..5 {
-            t_db.outbox().enqueue(outbox_event(&t, &format!("exec{k}"), seq)).await.unwrap();
+            t_db.outbox()
+                .enqueue(outbox_event(&t, &format!("exec{k}"), seq))
+                .await
+                .unwrap();
         }
     }
     let relay = Relay::new(
         bus.clone(),
         t_db.db().clone(),
-        RelayConfig::builder().batch_size(64).topics(vec![]).build().unwrap(),
+        RelayConfig::builder()
+            .batch_size(64)
+            .topics(vec![])
+            .build()
+            .unwrap(),
     );
     assert_eq!(relay.lag().await.unwrap(), 200);
     let mut total = 0;
@@ -878,7 +966,10 @@ async fn several_relays_share_a_postgres_outbox_without_duplicates_or_reordering
     let t = topic(&bus, "relays", 4).await;
     for seq in 0..50 {
         for k in 0..10 {
-            t_db.outbox().enqueue(outbox_event(&t, &format!("exec{k}"), seq)).await.unwrap();
+            t_db.outbox()
+                .enqueue(outbox_event(&t, &format!("exec{k}"), seq))
+                .await
+                .unwrap();
         }
     }
     let shutdown = CancellationToken::new();
@@ -905,7 +996,10 @@ async fn several_relays_share_a_postgres_outbox_without_duplicates_or_reordering
         .collect();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while relays[0].lag().await.unwrap() > 0 {
-        assert!(tokio::time::Instant::now() < deadline, "relays did not drain the outbox");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "relays did not drain the outbox"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     shutdown.cancel();
@@ -962,7 +1056,10 @@ impl PrivateBroker {
             .expect("start tansu");
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "tansu did not listen on {port}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "tansu did not listen on {port}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         PrivateBroker {
@@ -1006,7 +1103,9 @@ async fn broker_outage_loses_nothing_and_keeps_per_key_order(
     let t = unique("outage");
     // Three partitions and a one-hour retention: not what a broker would auto-create.
     let spec = TopicSpec::new(t.clone(), 3).retention(Some(Duration::from_secs(3600)));
-    bus.ensure_topics(std::slice::from_ref(&spec)).await.unwrap();
+    bus.ensure_topics(std::slice::from_ref(&spec))
+        .await
+        .unwrap();
 
     let shutdown = CancellationToken::new();
     let relay = Relay::new(
@@ -1021,7 +1120,10 @@ async fn broker_outage_loses_nothing_and_keeps_per_key_order(
             .unwrap(),
     );
     // A first event goes through while the broker is up.
-    t_db.outbox().enqueue(outbox_event(&t, "k0", 0)).await.unwrap();
+    t_db.outbox()
+        .enqueue(outbox_event(&t, "k0", 0))
+        .await
+        .unwrap();
     let task = {
         let (r, s) = (relay.clone(), shutdown.clone());
         tokio::spawn(async move { r.run(s).await })
@@ -1038,15 +1140,25 @@ async fn broker_outage_loses_nothing_and_keeps_per_key_order(
     for seq in 0..100 {
         for k in 0..10 {
             let seq = if k == 0 { seq + 1 } else { seq };
-            t_db.outbox().enqueue(outbox_event(&t, &format!("k{k}"), seq)).await.unwrap();
+            t_db.outbox()
+                .enqueue(outbox_event(&t, &format!("k{k}"), seq))
+                .await
+                .unwrap();
         }
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while relay.counts().failed_batches < 2 {
-        assert!(tokio::time::Instant::now() < deadline, "relay did not notice the outage");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "relay did not notice the outage"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(relay.lag().await.unwrap(), 1000, "nothing marked published while down");
+    assert_eq!(
+        relay.lag().await.unwrap(),
+        1000,
+        "nothing marked published while down"
+    );
 
     // Back (empty: memory storage lost the topic); the relay re-creates it and catches up.
     let broker = PrivateBroker::start(port);
@@ -1066,9 +1178,18 @@ async fn broker_outage_loses_nothing_and_keeps_per_key_order(
     assert_eq!(counts.published, 1001);
     // The relay re-created the topic with its settings (before any request could make the
     // broker auto-create it with defaults).
-    let info = bus.list_topics().await.unwrap().into_iter().find(|i| i.name == t).unwrap();
+    let info = bus
+        .list_topics()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|i| i.name == t)
+        .unwrap();
     assert_eq!(info.partitions, vec![0, 1, 2]);
-    assert_eq!(bus.topic_configs(&t).await.unwrap()["retention.ms"], "3600000");
+    assert_eq!(
+        bus.topic_configs(&t).await.unwrap()["retention.ms"],
+        "3600000"
+    );
 
     // Everything written during the outage is on the (new) topic: 1,000 events, once each
     // after dedupe, in per-key order. (The first event went to the topic the broker lost.)
@@ -1085,7 +1206,9 @@ async fn broker_outage_loses_nothing_and_keeps_per_key_order(
         };
         let (key, seq) = s.step_id.split_once(':').unwrap();
         let seq: usize = seq.parse().unwrap();
-        let want = next.entry(key.to_string()).or_insert(if key == "k0" { 1 } else { 0 });
+        let want = next
+            .entry(key.to_string())
+            .or_insert(if key == "k0" { 1 } else { 0 });
         assert_eq!(seq, *want, "key {key} out of order");
         *want += 1;
     }
