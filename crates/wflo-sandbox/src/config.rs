@@ -159,7 +159,7 @@ impl SandboxConfig {
                 scope: "default".into(),
                 sweep_on_start: true,
                 orphan_age: None,
-                remove_in_background: false,
+                remove_in_background: true,
             },
         }
     }
@@ -295,9 +295,10 @@ impl SandboxConfigBuilder {
         self
     }
 
-    /// Return the result as soon as the container has stopped and remove it in the background
-    /// (default false: `execute` returns after the container is removed).
-    /// [`crate::SandboxRuntime::flush`] waits for background removals.
+    /// Return the result as soon as the program has ended and remove the container in the
+    /// background (default true: removal costs tens of milliseconds that the caller need not
+    /// wait for). [`crate::SandboxRuntime::flush`] and [`crate::SandboxRuntime::shutdown`] wait
+    /// for background removals. With false, `execute` returns after the container is gone.
     pub fn remove_in_background(mut self, yes: bool) -> Self {
         self.config.remove_in_background = yes;
         self

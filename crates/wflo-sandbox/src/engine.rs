@@ -1,6 +1,7 @@
 //! Everything that talks to the Docker Engine API (bollard stays inside this module).
 
 use crate::config::SandboxConfig;
+use crate::frame::StreamScan;
 use crate::{Error, Limits, NetworkPolicy, Result};
 use bollard::container::{AttachContainerResults, LogOutput};
 use bollard::models::{
@@ -152,53 +153,42 @@ pub(crate) struct Raw {
 
 struct Collected {
     cap: usize,
-    stdout: Vec<u8>,
-    stderr: Vec<u8>,
-    stdout_truncated: bool,
-    stderr_truncated: bool,
+    marker: Vec<u8>,
+    stdout: StreamScan,
+    stderr: StreamScan,
 }
 
 impl Collected {
-    fn push(buf: &mut Vec<u8>, truncated: &mut bool, cap: usize, data: &[u8]) {
-        let room = cap.saturating_sub(buf.len());
-        if data.len() > room {
-            *truncated = true;
-        }
-        buf.extend_from_slice(&data[..data.len().min(room)]);
-    }
-
     fn take(&mut self, item: LogOutput) {
         match item {
-            LogOutput::StdOut { message } | LogOutput::Console { message } => Self::push(
-                &mut self.stdout,
-                &mut self.stdout_truncated,
-                self.cap,
-                &message,
-            ),
-            LogOutput::StdErr { message } => Self::push(
-                &mut self.stderr,
-                &mut self.stderr_truncated,
-                self.cap,
-                &message,
-            ),
+            LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                self.stdout.feed(&message, self.cap, &self.marker)
+            }
+            LogOutput::StdErr { message } => self.stderr.feed(&message, self.cap, &self.marker),
             LogOutput::StdIn { .. } => {}
         }
     }
+
+    fn ended(&self) -> bool {
+        self.stdout.end.is_some() && self.stderr.end.is_some()
+    }
 }
 
+/// Reads output until both end trailers are in or the stream ends.
 async fn drain(
     output: &mut std::pin::Pin<
         Box<dyn futures::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>,
     >,
     collected: &mut Collected,
 ) {
-    while let Some(item) = output.next().await {
-        match item {
-            Ok(item) => collected.take(item),
-            Err(err) => {
+    while !collected.ended() {
+        match output.next().await {
+            Some(Ok(item)) => collected.take(item),
+            Some(Err(err)) => {
                 tracing::debug!(error = %err, "sandbox attach stream ended with an error");
                 break;
             }
+            None => break,
         }
     }
 }
@@ -409,12 +399,15 @@ impl Engine {
         Ok(launched)
     }
 
-    /// Hands `frame` to the waiting interpreter and collects the outcome. The container has
-    /// stopped when this returns; removing it is the caller's business.
+    /// Hands `frame` to the waiting interpreter and collects the outcome: from the end
+    /// trailers when the program exited by itself (the container may still be stopping),
+    /// else from the container's state once it has stopped. Removing it is the caller's
+    /// business.
     pub(crate) async fn run(
         &self,
         launched: &mut Launched,
         frame: &[u8],
+        nonce: &str,
         timeout: Duration,
         cap: usize,
     ) -> Result<Raw> {
@@ -426,10 +419,9 @@ impl Engine {
         };
         let mut collected = Collected {
             cap,
-            stdout: Vec::new(),
-            stderr: Vec::new(),
-            stdout_truncated: false,
-            stderr_truncated: false,
+            marker: crate::frame::marker(nonce),
+            stdout: StreamScan::default(),
+            stderr: StreamScan::default(),
         };
         let started = Instant::now();
         let started_at = Utc::now();
@@ -439,9 +431,7 @@ impl Engine {
             let write = async {
                 let r = async {
                     input.write_all(frame).await?;
-                    input.flush().await?;
-                    // Close our side of stdin (StdinOnce); the program does not rely on it.
-                    input.shutdown().await
+                    input.flush().await
                 }
                 .await;
                 if let Err(e) = r {
@@ -468,10 +458,46 @@ impl Engine {
                 tokio::time::timeout(Duration::from_secs(2), drain(output, &mut collected)).await;
         }
         let duration = started.elapsed();
-        let collected_empty = collected.stdout.is_empty() && collected.stderr.is_empty();
         let finished_at = Utc::now();
+        collected.stdout.finish(cap);
+        collected.stderr.finish(cap);
+        let end = match (collected.stdout.end, collected.stderr.end) {
+            (Some(a), Some(_)) if !timed_out => Some(a),
+            _ => None,
+        };
+        let nothing_out = collected.stdout.kept.is_empty() && collected.stderr.kept.is_empty();
+        let mut raw = Raw {
+            exit_code: -1,
+            stdout: std::mem::take(&mut collected.stdout.kept),
+            stderr: std::mem::take(&mut collected.stderr.kept),
+            stdout_truncated: collected.stdout.truncated,
+            stderr_truncated: collected.stderr.truncated,
+            timed_out,
+            oom_killed: false,
+            duration,
+            started_at,
+            finished_at,
+            not_delivered: !write_ok && !timed_out && nothing_out && end.is_none(),
+        };
+        match end {
+            // The program exited by itself and no OOM kill happened: done, no need to wait
+            // for Docker to tear the container down.
+            Some(end) if end.oom_kills == 0 && end.exit_code != 137 => {
+                raw.exit_code = end.exit_code;
+            }
+            _ => {
+                let (code, oom) = self.stopped_state(&launched.id).await?;
+                raw.exit_code = end.map_or(code, |e| e.exit_code);
+                raw.oom_killed = oom || end.is_some_and(|e| e.oom_kills > 0);
+            }
+        }
+        Ok(raw)
+    }
+
+    /// Waits for the container to stop; its exit code and whether the OOM killer struck.
+    async fn stopped_state(&self, id: &str) -> Result<(i64, bool)> {
         let mut wait = self.docker.wait_container(
-            &launched.id,
+            id,
             Some(
                 WaitContainerOptionsBuilder::new()
                     .condition("not-running")
@@ -489,25 +515,15 @@ impl Engine {
         };
         let state = self
             .docker
-            .inspect_container(&launched.id, None)
+            .inspect_container(id, None)
             .await
             .map_err(|e| Error::docker("inspect container", e))?
             .state
             .unwrap_or_default();
-        let exit_code = state.exit_code.or(wait_code).unwrap_or(-1);
-        Ok(Raw {
-            exit_code,
-            stdout: collected.stdout,
-            stderr: collected.stderr,
-            stdout_truncated: collected.stdout_truncated,
-            stderr_truncated: collected.stderr_truncated,
-            timed_out,
-            oom_killed: state.oom_killed.unwrap_or(false),
-            duration,
-            started_at,
-            finished_at,
-            not_delivered: !write_ok && !timed_out && collected_empty,
-        })
+        Ok((
+            state.exit_code.or(wait_code).unwrap_or(-1),
+            state.oom_killed.unwrap_or(false),
+        ))
     }
 
     /// Force-removes a container (running or not); a missing one is fine.
@@ -598,30 +614,6 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn output_is_capped_per_stream() {
-        let mut c = Collected {
-            cap: 4,
-            stdout: Vec::new(),
-            stderr: Vec::new(),
-            stdout_truncated: false,
-            stderr_truncated: false,
-        };
-        c.take(LogOutput::StdOut {
-            message: "abc".into(),
-        });
-        c.take(LogOutput::StdErr {
-            message: "xy".into(),
-        });
-        c.take(LogOutput::StdOut {
-            message: "def".into(),
-        });
-        assert_eq!(c.stdout, b"abcd");
-        assert!(c.stdout_truncated);
-        assert_eq!(c.stderr, b"xy");
-        assert!(!c.stderr_truncated);
-    }
 
     #[test]
     fn profile_keys_on_limits_and_network() {

@@ -138,14 +138,15 @@ impl SandboxRuntime {
             limits.output_bytes = o;
         }
         let profile = Profile::new(&limits, req.network);
-        let frame = crate::frame::encode(&req);
+        let nonce = Uuid::new_v4().simple().to_string();
+        let frame = crate::frame::encode(&req, &nonce);
 
         let mut raw = None;
         let mut used = None;
         if let Some(mut warm) = self.take_warm(&profile) {
             let r = inner
                 .engine
-                .run(&mut warm, &frame, timeout, limits.output_bytes)
+                .run(&mut warm, &frame, &nonce, timeout, limits.output_bytes)
                 .await;
             match r {
                 Ok(r) if r.not_delivered => {
@@ -165,12 +166,15 @@ impl SandboxRuntime {
                 let mut cold = inner.engine.launch(&profile, false).await?;
                 let r = inner
                     .engine
-                    .run(&mut cold, &frame, timeout, limits.output_bytes)
+                    .run(&mut cold, &frame, &nonce, timeout, limits.output_bytes)
                     .await;
                 (r, false, cold)
             }
         };
         let sandbox_id = launched.sandbox_id;
+        if warm_flag && let Some(pool) = self.pool(&profile) {
+            pool.notify.notify_one();
+        }
         if config.remove_in_background {
             launched.remove_in_background();
         } else {
@@ -268,7 +272,11 @@ impl SandboxRuntime {
             }
         };
         stale.into_iter().for_each(Launched::remove_in_background);
-        pool.notify.notify_one();
+        if lock(&pool.warm).is_empty() {
+            // Nothing left for the next caller: start refilling now. Otherwise the refill
+            // waits until this execution ends, so it does not compete with it for the CPU.
+            pool.notify.notify_one();
+        }
         taken
     }
 

@@ -234,10 +234,12 @@ async fn sleep_60_with_a_2s_timeout_is_killed_within_about_3s_and_leaves_no_cont
         "timed out after {took:?}"
     );
     assert!(r.duration >= Duration::from_secs(2) && r.duration < Duration::from_secs(3));
+    rt.flush().await; // removal runs in the background by default
     assert!(
         rt.list_managed().await.unwrap().is_empty(),
-        "the container is gone when execute returns"
+        "the killed container is removed"
     );
+    assert!(started.elapsed() < Duration::from_secs(4));
     finish(rt).await;
 }
 
@@ -293,6 +295,7 @@ async fn no_container_left_after_success_error_and_timeout() {
     // Each ran in its own container.
     assert_ne!(ok.sandbox_id, err.sandbox_id);
     assert_ne!(err.sandbox_id, to.sandbox_id);
+    rt.flush().await;
     assert!(rt.list_managed().await.unwrap().is_empty());
     finish(rt).await;
 }
@@ -777,5 +780,41 @@ async fn network_on_when_asked_reaches_a_server_on_the_bridge_gateway() {
     );
     assert!(r.stdout.contains("eth0"), "{}", r.stdout);
     assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+    finish(rt).await;
+}
+
+#[tokio::test]
+async fn interpreter_exit_semantics_hold() {
+    let rt = runtime(config("exitsem")).await;
+    // atexit handlers run and non-daemon threads are joined before the end is reported.
+    let r = py(
+        &rt,
+        "import atexit, threading, time\n\
+         atexit.register(lambda: print('atexit ran'))\n\
+         def late():\n    time.sleep(0.3)\n    print('thread done')\n\
+         threading.Thread(target=late).start()\n\
+         print('main done')\n",
+    )
+    .await;
+    assert_eq!(r.stdout, "main done\nthread done\natexit ran\n");
+    assert_eq!(r.exit_code, 0);
+    // sys.exit with a message: printed to stderr, exit 1.
+    let r = py(&rt, "import sys\nsys.exit('giving up')").await;
+    assert_eq!((r.exit_code, r.stderr.as_str()), (1, "giving up\n"));
+    // Something that looks like the end trailer (without this run's nonce) is plain output.
+    let r = py(&rt, "print('\\x1eWFLO-END:abc:0:0')\nraise SystemExit(4)").await;
+    assert_eq!(r.stdout, "\u{1e}WFLO-END:abc:0:0\n");
+    assert_eq!(r.exit_code, 4);
+    // A program that kills the bootstrap supervising it still yields a result.
+    let r = py(
+        &rt,
+        "import os, signal\nprint('x', flush=True)\nos.kill(os.getppid(), signal.SIGKILL)\nimport time; time.sleep(30)",
+    )
+    .await;
+    assert_eq!(r.stdout, "x\n");
+    assert_ne!(r.exit_code, 0);
+    assert!(!r.timed_out && !r.oom_killed);
+    rt.flush().await;
+    assert!(rt.list_managed().await.unwrap().is_empty());
     finish(rt).await;
 }

@@ -55,6 +55,7 @@ async fn warm_containers_serve_one_execution_each_and_the_pool_refills() {
         rt.wait_warm(2, WARM_WITHIN).await,
         "the pool never refilled"
     );
+    rt.flush().await;
     let after = pooled_ids(&rt).await;
     assert!(!after.contains(&first.sandbox_id) && !after.contains(&second.sandbox_id));
     let all: HashSet<Uuid> = rt
