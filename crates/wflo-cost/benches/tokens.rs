@@ -89,11 +89,11 @@ fn prose() -> String {
         }
         words_in_sentence += 1;
         if words_in_sentence > 8 + (x % 12) as usize {
-            s.push_str(if x % 5 == 0 { ".\n\n" } else { ". " });
+            s.push_str(if x.is_multiple_of(5) { ".\n\n" } else { ". " });
             words_in_sentence = 0;
         } else {
-            s.push(if x % 9 == 0 { ',' } else { ' ' });
-            if x % 9 == 0 {
+            s.push(if x.is_multiple_of(9) { ',' } else { ' ' });
+            if x.is_multiple_of(9) {
                 s.push(' ');
             }
         }

@@ -296,10 +296,10 @@ fn strip_date(name: &str) -> Option<&str> {
     if let Some(rest) = name.strip_suffix("-latest") {
         return Some(rest);
     }
-    if let Some((head, tail)) = name.rsplit_once('@') {
-        if is_digits(tail, 8) {
-            return Some(head);
-        }
+    if let Some((head, tail)) = name.rsplit_once('@')
+        && is_digits(tail, 8)
+    {
+        return Some(head);
     }
     if name.len() > 11 {
         let (head, tail) = name.split_at(name.len() - 11);

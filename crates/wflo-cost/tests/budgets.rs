@@ -261,7 +261,10 @@ async fn budget_within_exceeded_and_exactly_at_limit(
         .await
         .unwrap();
     tracker.settle(&r, None, &usd_micro(400)).await.unwrap();
-    let checks = tracker.check(&[scope.clone()], dec!(0.0006)).await.unwrap();
+    let checks = tracker
+        .check(std::slice::from_ref(&scope), dec!(0.0006))
+        .await
+        .unwrap();
     assert!(checks[0].1, "600 more fits exactly");
     assert!(checks[0].0.within_budget());
     // Exactly at the limit: 600 more makes spent == limit, which is within budget.
