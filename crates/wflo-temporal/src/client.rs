@@ -1,0 +1,418 @@
+//! [`TemporalClient`]: start, signal, query, cancel, await, describe and list runs.
+
+use crate::config::TemporalConfig;
+use crate::error::chain;
+use crate::types::{
+    ActivityPolicy, ApprovalRequest, ApprovalState, CodeExecutionOutput, CodeExecutionRequest,
+    Decision, RunStatus, StartedRun, WorkflowRun,
+};
+use crate::workflows::{
+    ApprovalInput, ApprovalWorkflow, CodeExecutionInput, CodeExecutionWorkflow, NoopInput,
+    NoopWorkflow, SimpleWorkflow,
+};
+use crate::{Error, Result};
+use futures::StreamExt;
+use std::time::Duration;
+use temporalio_client::errors::{
+    WorkflowGetResultError, WorkflowInteractionError, WorkflowQueryError, WorkflowStartError,
+};
+use temporalio_client::{
+    Client, ClientOptions, Connection, ConnectionOptions, WorkflowCancelOptions,
+    WorkflowDescribeOptions, WorkflowExecutionStatus, WorkflowGetResultOptions,
+    WorkflowListOptions, WorkflowQueryOptions, WorkflowSignalOptions, WorkflowStartOptions,
+};
+use temporalio_common::HasWorkflowDefinition;
+
+/// A connection to Temporal bound to one namespace and task queue. Cheap to clone.
+#[derive(Clone)]
+pub struct TemporalClient {
+    pub(crate) client: Client,
+    pub(crate) config: TemporalConfig,
+}
+
+impl std::fmt::Debug for TemporalClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TemporalClient")
+            .field("address", &self.config.address())
+            .field("namespace", &self.config.namespace)
+            .field("task_queue", &self.config.task_queue)
+            .finish()
+    }
+}
+
+pub(crate) async fn connect(config: &TemporalConfig) -> Result<Client> {
+    let unreachable = |reason: String| Error::Unreachable {
+        address: config.address().trim_end_matches('/').to_string(),
+        reason,
+    };
+    let mut options = ConnectionOptions::new(config.address.clone())
+        .connect_timeout(config.connect_timeout)
+        .build();
+    if let Some(identity) = &config.identity {
+        options.identity = identity.clone();
+    }
+    let connection = tokio::time::timeout(config.connect_timeout * 2, Connection::connect(options))
+        .await
+        .map_err(|_| unreachable(format!("no answer within {:?}", config.connect_timeout * 2)))?
+        .map_err(|e| unreachable(chain(&e)))?;
+    Client::new(
+        connection,
+        ClientOptions::new(config.namespace.clone()).build(),
+    )
+    .map_err(|e| Error::Rpc {
+        operation: "create client",
+        message: chain(&e),
+    })
+}
+
+fn status_of(s: WorkflowExecutionStatus) -> RunStatus {
+    match s {
+        WorkflowExecutionStatus::Running => RunStatus::Running,
+        WorkflowExecutionStatus::Completed => RunStatus::Completed,
+        WorkflowExecutionStatus::Failed => RunStatus::Failed,
+        WorkflowExecutionStatus::Canceled => RunStatus::Cancelled,
+        WorkflowExecutionStatus::Terminated => RunStatus::Terminated,
+        WorkflowExecutionStatus::ContinuedAsNew => RunStatus::ContinuedAsNew,
+        WorkflowExecutionStatus::TimedOut => RunStatus::TimedOut,
+        WorkflowExecutionStatus::Paused => RunStatus::Paused,
+        _ => RunStatus::Unknown,
+    }
+}
+
+impl TemporalClient {
+    /// Connects; an unreachable server is [`Error::Unreachable`], naming the address and how to
+    /// start a dev server.
+    pub async fn connect(config: TemporalConfig) -> Result<TemporalClient> {
+        let client = connect(&config).await?;
+        Ok(TemporalClient { client, config })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &TemporalConfig {
+        &self.config
+    }
+
+    fn policy(&self) -> ActivityPolicy {
+        ActivityPolicy::new(&self.config.activity_retry, self.config.activity_timeout)
+    }
+
+    fn interaction_error(
+        &self,
+        workflow_id: &str,
+        operation: &'static str,
+        e: WorkflowInteractionError,
+    ) -> Error {
+        match e {
+            WorkflowInteractionError::NotFound(_) => Error::NotFound {
+                workflow_id: workflow_id.to_string(),
+                namespace: self.config.namespace.clone(),
+            },
+            other => Error::Rpc {
+                operation,
+                message: chain(&other),
+            },
+        }
+    }
+
+    pub(crate) async fn start<W>(
+        &self,
+        workflow: W,
+        workflow_id: &str,
+        input: W::Input,
+    ) -> Result<StartedRun>
+    where
+        W: HasWorkflowDefinition,
+        W::Input: Send,
+    {
+        if workflow_id.trim().is_empty() {
+            return Err(Error::InvalidRequest("the workflow id is empty".into()));
+        }
+        let options =
+            WorkflowStartOptions::new(self.config.task_queue.clone(), workflow_id.to_string())
+                .build();
+        let handle = self
+            .client
+            .start_workflow(workflow, input, options)
+            .await
+            .map_err(|e| match e {
+                WorkflowStartError::AlreadyStarted { .. } => Error::AlreadyStarted {
+                    workflow_id: workflow_id.to_string(),
+                },
+                WorkflowStartError::Rpc(status)
+                    if status.code() == temporalio_client::tonic::Code::Unavailable =>
+                {
+                    Error::Unreachable {
+                        address: self.config.address().trim_end_matches('/').to_string(),
+                        reason: status.message().to_string(),
+                    }
+                }
+                other => Error::Rpc {
+                    operation: "start workflow",
+                    message: chain(&other),
+                },
+            })?;
+        Ok(StartedRun {
+            workflow_id: workflow_id.to_string(),
+            run_id: handle.run_id().map(str::to_string),
+        })
+    }
+
+    pub(crate) async fn result<W: HasWorkflowDefinition>(
+        &self,
+        workflow_id: &str,
+    ) -> Result<W::Output>
+    where
+        W::Output: 'static,
+    {
+        let handle = self.client.get_workflow_handle::<W>(workflow_id);
+        let id = || workflow_id.to_string();
+        handle
+            .get_result(WorkflowGetResultOptions::default())
+            .await
+            .map_err(|e| match e {
+                WorkflowGetResultError::Failed(f) => Error::WorkflowFailed {
+                    workflow_id: id(),
+                    message: chain(&*f),
+                },
+                WorkflowGetResultError::Cancelled { .. } => Error::Cancelled { workflow_id: id() },
+                WorkflowGetResultError::Terminated { .. } => {
+                    Error::Terminated { workflow_id: id() }
+                }
+                WorkflowGetResultError::TimedOut => Error::TimedOut { workflow_id: id() },
+                WorkflowGetResultError::NotFound(_) => Error::NotFound {
+                    workflow_id: id(),
+                    namespace: self.config.namespace.clone(),
+                },
+                other => Error::Rpc {
+                    operation: "await workflow result",
+                    message: chain(&other),
+                },
+            })
+    }
+
+    /// Starts `SimpleWorkflow(name)`.
+    pub async fn start_simple(&self, workflow_id: &str, name: &str) -> Result<StartedRun> {
+        self.start(SimpleWorkflow::run, workflow_id, name.to_string())
+            .await
+    }
+
+    /// Awaits `SimpleWorkflow`'s greeting.
+    pub async fn simple_result(&self, workflow_id: &str) -> Result<String> {
+        self.result::<SimpleWorkflow>(workflow_id).await
+    }
+
+    /// Starts `CodeExecutionWorkflow(code, timeout, limits)`; a request that fails validation
+    /// (unknown language, bad limits, empty code) is refused before anything starts.
+    pub async fn start_code_execution(
+        &self,
+        workflow_id: &str,
+        request: CodeExecutionRequest,
+    ) -> Result<StartedRun> {
+        request.to_exec_request()?;
+        let input = CodeExecutionInput {
+            request,
+            policy: self.policy(),
+        };
+        self.start(CodeExecutionWorkflow::run, workflow_id, input)
+            .await
+    }
+
+    /// Awaits `CodeExecutionWorkflow`'s sandbox result.
+    pub async fn code_execution_result(&self, workflow_id: &str) -> Result<CodeExecutionOutput> {
+        self.result::<CodeExecutionWorkflow>(workflow_id).await
+    }
+
+    /// Starts an `ApprovalWorkflow` waiting for a decision.
+    pub async fn start_approval(
+        &self,
+        workflow_id: &str,
+        request: ApprovalRequest,
+    ) -> Result<StartedRun> {
+        if request.timeout.is_zero() {
+            return Err(Error::InvalidRequest(
+                "an approval needs a timeout greater than zero".into(),
+            ));
+        }
+        self.start(
+            ApprovalWorkflow::run,
+            workflow_id,
+            ApprovalInput { request },
+        )
+        .await
+    }
+
+    /// Approves (the `approve` signal); the first decision stands.
+    pub async fn approve(&self, workflow_id: &str, decision: Decision) -> Result<()> {
+        self.decide(workflow_id, true, decision).await
+    }
+
+    /// Rejects (the `reject` signal); the first decision stands.
+    pub async fn reject(&self, workflow_id: &str, decision: Decision) -> Result<()> {
+        self.decide(workflow_id, false, decision).await
+    }
+
+    async fn decide(&self, workflow_id: &str, approve: bool, decision: Decision) -> Result<()> {
+        if decision.approver.trim().is_empty() {
+            return Err(Error::InvalidRequest("an approver must be named".into()));
+        }
+        let handle = self
+            .client
+            .get_workflow_handle::<ApprovalWorkflow>(workflow_id);
+        let r = if approve {
+            handle
+                .signal(
+                    ApprovalWorkflow::approve,
+                    decision,
+                    WorkflowSignalOptions::default(),
+                )
+                .await
+        } else {
+            handle
+                .signal(
+                    ApprovalWorkflow::reject,
+                    decision,
+                    WorkflowSignalOptions::default(),
+                )
+                .await
+        };
+        r.map_err(|e| self.interaction_error(workflow_id, "signal", e))
+    }
+
+    /// Where an approval stands (the `status` query).
+    pub async fn approval_status(&self, workflow_id: &str) -> Result<ApprovalState> {
+        let handle = self
+            .client
+            .get_workflow_handle::<ApprovalWorkflow>(workflow_id);
+        handle
+            .query(
+                ApprovalWorkflow::status,
+                (),
+                WorkflowQueryOptions::default(),
+            )
+            .await
+            .map_err(|e| match e {
+                WorkflowQueryError::NotFound(_) => Error::NotFound {
+                    workflow_id: workflow_id.to_string(),
+                    namespace: self.config.namespace.clone(),
+                },
+                other => Error::Query {
+                    workflow_id: workflow_id.to_string(),
+                    query: "status",
+                    message: chain(&other),
+                },
+            })
+    }
+
+    /// Awaits an approval's final state.
+    pub async fn approval_result(&self, workflow_id: &str) -> Result<ApprovalState> {
+        self.result::<ApprovalWorkflow>(workflow_id).await
+    }
+
+    /// Starts a workflow of `activities` no-op activities (engine overhead benchmarks).
+    pub async fn start_noop(&self, workflow_id: &str, activities: u32) -> Result<StartedRun> {
+        let input = NoopInput {
+            activities,
+            policy: self.policy(),
+        };
+        self.start(NoopWorkflow::run, workflow_id, input).await
+    }
+
+    /// Awaits a no-op workflow: the number of activities that ran.
+    pub async fn noop_result(&self, workflow_id: &str) -> Result<u32> {
+        self.result::<NoopWorkflow>(workflow_id).await
+    }
+
+    /// Requests cancellation; the run observes it and ends as cancelled.
+    pub async fn cancel(&self, workflow_id: &str, reason: &str) -> Result<()> {
+        let handle = self
+            .client
+            .get_workflow_handle::<temporalio_client::UntypedWorkflow>(workflow_id);
+        handle
+            .cancel(
+                WorkflowCancelOptions::builder()
+                    .reason(reason.to_string())
+                    .build(),
+            )
+            .await
+            .map_err(|e| self.interaction_error(workflow_id, "cancel", e))
+    }
+
+    /// The latest run of `workflow_id`.
+    pub async fn describe(&self, workflow_id: &str) -> Result<WorkflowRun> {
+        let handle = self
+            .client
+            .get_workflow_handle::<temporalio_client::UntypedWorkflow>(workflow_id);
+        let d = handle
+            .describe(WorkflowDescribeOptions::default())
+            .await
+            .map_err(|e| self.interaction_error(workflow_id, "describe", e))?;
+        Ok(WorkflowRun {
+            workflow_id: d.id().to_string(),
+            run_id: d.run_id().to_string(),
+            workflow_type: d.workflow_type().to_string(),
+            status: status_of(d.status()),
+            start_time: d.start_time(),
+            close_time: d.close_time(),
+        })
+    }
+
+    /// Runs matching a visibility query (e.g. `WorkflowType = 'SimpleWorkflow'`; empty: all),
+    /// newest first, at most `limit`.
+    pub async fn list(&self, query: &str, limit: usize) -> Result<Vec<WorkflowRun>> {
+        let mut stream = self.client.list_workflows(
+            query.to_string(),
+            WorkflowListOptions::builder().limit(limit).build(),
+        );
+        let mut out = Vec::new();
+        while let Some(item) = stream.next().await {
+            let w = item.map_err(|e| Error::Rpc {
+                operation: "list workflows",
+                message: chain(&e),
+            })?;
+            out.push(WorkflowRun {
+                workflow_id: w.id().to_string(),
+                run_id: w.run_id().to_string(),
+                workflow_type: w.workflow_type().to_string(),
+                status: status_of(w.status()),
+                start_time: w.start_time(),
+                close_time: w.close_time(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Waits until the run of `workflow_id` reaches a closed status, polling `describe`.
+    pub async fn wait_closed(&self, workflow_id: &str, within: Duration) -> Result<WorkflowRun> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let run = self.describe(workflow_id).await?;
+            if run.status != RunStatus::Running || tokio::time::Instant::now() >= deadline {
+                return Ok(run);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+#[cfg(feature = "testing")]
+impl TemporalClient {
+    /// Starts a probe workflow (feature `testing`).
+    pub async fn start_probe(
+        &self,
+        workflow_id: &str,
+        steps: Vec<crate::testing::ProbeStep>,
+    ) -> Result<StartedRun> {
+        let input = crate::testing::ProbeInput {
+            steps,
+            policy: self.policy(),
+        };
+        self.start(crate::testing::ProbeWorkflow::run, workflow_id, input)
+            .await
+    }
+
+    /// Awaits a probe workflow (feature `testing`).
+    pub async fn probe_result(&self, workflow_id: &str) -> Result<Vec<String>> {
+        self.result::<crate::testing::ProbeWorkflow>(workflow_id)
+            .await
+    }
+}
