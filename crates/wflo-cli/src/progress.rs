@@ -18,6 +18,7 @@ use wflo_core::Observer;
 pub(crate) struct Progress {
     mode: Mode,
     budget: Option<Decimal>,
+    last_spend: Mutex<Option<Decimal>>,
 }
 
 #[derive(Debug)]
@@ -67,7 +68,11 @@ impl Progress {
         } else {
             Mode::Plain
         };
-        Progress { mode, budget }
+        Progress {
+            mode,
+            budget,
+            last_spend: Mutex::new(None),
+        }
     }
 
     /// A line above the display (or on stderr).
@@ -208,6 +213,9 @@ impl Observer for Progress {
 
     fn spend(&self, total_usd: Decimal, budget_usd: Option<Decimal>) {
         let budget = budget_usd.or(self.budget);
+        if lock(&self.last_spend).replace(total_usd) == Some(total_usd) {
+            return;
+        }
         match &self.mode {
             Mode::Bars { spend, .. } => {
                 if let Some(b) = budget {
