@@ -81,7 +81,7 @@ pub(crate) fn check_cpus(value: f64) -> Result<()> {
             reason: "must be a positive number",
         });
     }
-    if value < 0.01 || value > 1024.0 {
+    if !(0.01..=1024.0).contains(&value) {
         return Err(Error::InvalidLimit {
             limit: "cpus",
             value: value.to_string(),
@@ -373,8 +373,10 @@ mod tests {
 
     #[test]
     fn bad_limits_are_refused() {
-        let mut l = Limits::default();
-        l.cpus = -1.0;
+        let mut l = Limits {
+            cpus: -1.0,
+            ..Limits::default()
+        };
         let err = SandboxConfig::builder()
             .default_limits(l.clone())
             .build()

@@ -631,8 +631,10 @@ mod tests {
 
     #[test]
     fn container_spec_is_locked_down() {
-        let mut l = Limits::default();
-        l.cpus = 0.5;
+        let l = Limits {
+            cpus: 0.5,
+            ..Limits::default()
+        };
         let id = Uuid::now_v7();
         let spec = spec(
             "img:1",

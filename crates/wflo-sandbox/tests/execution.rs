@@ -646,7 +646,7 @@ async fn filling_tmp_stops_at_the_tmpfs_size_and_fsize_caps_a_file() {
     let total: u64 = first[0].parse().unwrap();
     assert_eq!(first[1], "ENOSPC", "{}", r.stdout);
     assert!(
-        total <= 8 * 1024 * 1024 && total >= 6 * 1024 * 1024,
+        (6 * 1024 * 1024..=8 * 1024 * 1024).contains(&total),
         "wrote {total} bytes into an 8 MiB /tmp"
     );
     assert_eq!(
