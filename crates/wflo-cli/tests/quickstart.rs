@@ -28,7 +28,7 @@ fn path(name: &str) -> String {
 /// The row of `table_text` whose first cell is `key`.
 fn row<'a>(text: &'a str, key: &str) -> &'a str {
     text.lines()
-        .find(|l| l.trim_start().split_whitespace().next() == Some(key))
+        .find(|l| l.split_whitespace().next() == Some(key))
         .unwrap_or_else(|| panic!("no row `{key}` in:\n{text}"))
 }
 

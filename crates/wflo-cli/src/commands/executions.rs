@@ -40,14 +40,14 @@ pub(crate) async fn list(status: Option<ExecutionStatus>, limit: u64) -> anyhow:
     let mut names: HashMap<Uuid, String> = HashMap::new();
     let mut t = Table::new(&["id", "workflow", "status", ">cost USD", "created", "error"]);
     for e in &execs {
-        if !names.contains_key(&e.workflow_id) {
+        if let std::collections::hash_map::Entry::Vacant(slot) = names.entry(e.workflow_id) {
             let name = db
                 .definitions()
                 .get(e.workflow_id)
                 .await
                 .map(|d| format!("{} v{}", d.name, d.version))
                 .unwrap_or_else(|_| "?".into());
-            names.insert(e.workflow_id, name);
+            slot.insert(name);
         }
         t.row(vec![
             e.id.to_string(),
