@@ -15,10 +15,13 @@
 //! `wflo.scope`, `wflo.sandbox-id`, `wflo.created`). The program reaches the container on its
 //! stdin, never in its command line or environment, so `docker inspect` does not show it.
 //!
-//! Containers are removed after use on every path (success, error, timeout, a dropped future);
-//! [`SandboxRuntime::sweep_orphans`] removes those a crashed process left behind, and runs when a
-//! runtime starts. A warm pool per limit profile keeps interpreters already waiting on stdin,
-//! each used once; an empty pool falls back to a cold start.
+//! Containers are removed after use on every path (success, error, timeout, a dropped future),
+//! by default in the background right after the result is known ([`SandboxRuntime::flush`] and
+//! [`SandboxRuntime::shutdown`] wait for those removals); [`SandboxRuntime::sweep_orphans`]
+//! removes those a crashed process left behind, and runs when a runtime starts. A warm pool per
+//! limit profile keeps interpreters already waiting on stdin, each used once; an empty pool
+//! falls back to a cold start. A bootstrap supervises the program and reports its end in-band
+//! (see the `frame` module), so a result does not wait for Docker to tear the container down.
 //!
 //! ```no_run
 //! # async fn demo() -> wflo_sandbox::Result<()> {
