@@ -64,7 +64,8 @@ fn bench_backend(c: &mut Criterion, rt: &tokio::runtime::Runtime, backend: Backe
     });
     // Bare inserts of the same rows: the step row and its two events, in one transaction.
     let url = t.url();
-    let payload = json!({"event_type": "step.status", "payload": {"step_id": "s", "status": "COMPLETED"}});
+    let payload =
+        json!({"event_type": "step.status", "payload": {"step_id": "s", "status": "COMPLETED"}});
     let headers = json!({"wflo-event-type": "step.status"});
     match backend {
         Backend::Postgres => {

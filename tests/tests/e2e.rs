@@ -157,6 +157,7 @@ async fn an_agent_plans_runs_its_code_checkpoints_and_passes_the_gate(
             .iter()
             .all(|e| e.key.as_deref() == Some(&*out.execution_id.to_string()))
     );
+    w.shutdown().await;
 }
 
 #[rstest]
@@ -416,10 +417,15 @@ async fn an_approval_given_from_another_process_unblocks_the_run(
             .await
     });
     let pending = wait_for_pending(&t, id).await;
-    assert_eq!(
-        t.executions().get(id).await.unwrap().status,
-        ExecutionStatus::WaitingApproval
-    );
+    // The run shows that it waits (set right after the request is written).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while t.executions().get(id).await.unwrap().status != ExecutionStatus::WaitingApproval {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the execution never showed WAITING_APPROVAL"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let mut child = spawn_child(
         "approve",
         &[

@@ -157,35 +157,51 @@ pub(crate) fn run(names: &[String], install: bool, test_args: &[String]) -> Resu
     if needed.contains(&Service::Postgres) {
         db::setup()?;
     }
-    if needed.contains(&Service::Docker) {
-        crate::sandbox_image::ensure(crate::sandbox_image::DEFAULT_TAG)?;
-    }
     let env = test_env(&needed);
     for (k, v) in &env {
         println!("export {k}={v}");
     }
 
-    // One build for every suite, so the feature set (and so the dependency build) is shared.
+    // One build for every suite, so the feature set (and so the dependency build) is shared;
+    // then each crate's test executables run on their own, for a per-crate result. (Cargo
+    // refuses `-p A --features B/integration`, and per-crate feature sets would rebuild shared
+    // dependencies each time.)
     let features = features(&crates);
     let mut build = util::cargo();
     build.envs(env.iter().cloned());
-    build.args(["test", "--no-run", "--features", &features]);
+    build.args([
+        "test",
+        "--no-run",
+        "--message-format=json-render-diagnostics",
+        "--features",
+        &features,
+    ]);
     for c in &crates {
         build.args(["-p", &c.name]);
     }
-    util::run(&mut build).context("build the integration suites")?;
+    let executables = test_executables(&mut build).context("build the integration suites")?;
 
     let mut results = Vec::new();
     for c in &crates {
         let start = Instant::now();
-        let mut cmd = util::cargo();
-        cmd.envs(env.iter().cloned());
-        cmd.args(["test", "-p", &c.name, "--features", &features]);
-        if !test_args.is_empty() {
-            cmd.arg("--").args(test_args);
-        }
         println!("\n=== integration suite: {} ===", c.name);
-        let ok = util::run(&mut cmd).is_ok();
+        let mut ok = true;
+        let mine: Vec<_> = executables.iter().filter(|e| e.package == c.name).collect();
+        if mine.is_empty() {
+            println!("no test executable was built for {}", c.name);
+            ok = false;
+        }
+        for exe in mine {
+            println!("     Running {} ({})", exe.target, exe.path.display());
+            let status = std::process::Command::new(&exe.path)
+                .args(test_args)
+                .current_dir(&exe.package_dir)
+                .envs(env.iter().cloned())
+                .stdin(std::process::Stdio::null())
+                .status()
+                .with_context(|| format!("run {}", exe.path.display()))?;
+            ok &= status.success();
+        }
         results.push((c.name.clone(), ok, start.elapsed()));
     }
     println!("\nintegration suites:");
@@ -237,4 +253,78 @@ pub(crate) fn ci(install: bool) -> Result<()> {
     run(&[], install, &[])?;
     step("done");
     Ok(())
+}
+
+/// A test executable cargo built.
+#[derive(Debug)]
+pub(crate) struct TestExe {
+    package: String,
+    package_dir: std::path::PathBuf,
+    target: String,
+    path: std::path::PathBuf,
+}
+
+/// Runs a `cargo test --no-run --message-format=json...` build and collects the executables.
+fn test_executables(cmd: &mut std::process::Command) -> Result<Vec<TestExe>> {
+    let out = cmd
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("run cargo")?;
+    if !out.status.success() {
+        bail!("cargo test --no-run failed: {}", out.status);
+    }
+    let mut exes = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if msg["reason"] != "compiler-artifact"
+            || !msg["profile"]["test"].as_bool().unwrap_or(false)
+        {
+            continue;
+        }
+        let Some(path) = msg["executable"].as_str() else {
+            continue;
+        };
+        let manifest = std::path::PathBuf::from(msg["manifest_path"].as_str().unwrap_or_default());
+        let package_dir = manifest
+            .parent()
+            .map(|p| p.to_path_buf())
+            .unwrap_or_default();
+        let package = package_name(&manifest)?;
+        exes.push(TestExe {
+            package,
+            package_dir,
+            target: format!(
+                "{} {}",
+                msg["target"]["kind"][0].as_str().unwrap_or("test"),
+                msg["target"]["name"].as_str().unwrap_or("?")
+            ),
+            path: path.into(),
+        });
+    }
+    Ok(exes)
+}
+
+/// The `name` in a package manifest.
+fn package_name(manifest: &std::path::Path) -> Result<String> {
+    let text = std::fs::read_to_string(manifest)
+        .with_context(|| format!("read {}", manifest.display()))?;
+    let mut in_package = false;
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_package = line == "[package]";
+            continue;
+        }
+        if in_package && let Some(rest) = line.strip_prefix("name") {
+            let value = rest
+                .trim_start()
+                .trim_start_matches('=')
+                .trim()
+                .trim_matches('"');
+            return Ok(value.to_string());
+        }
+    }
+    bail!("no package name in {}", manifest.display())
 }

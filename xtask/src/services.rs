@@ -141,6 +141,10 @@ pub(crate) fn up(services: &[Service], install: bool) -> Result<()> {
             service.name(),
             t.elapsed().as_secs_f64()
         );
+        if service == Service::Docker {
+            // Code steps need the sandbox image; build it (offline) when it is missing.
+            crate::sandbox_image::ensure(crate::sandbox_image::DEFAULT_TAG)?;
+        }
     }
     println!(
         "services ready in {:.1}s ({} mode)",

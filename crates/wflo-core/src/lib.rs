@@ -43,60 +43,60 @@ pub use wflo_runtime::{
 
 /// Persistence: executions, steps, snapshots, approvals, rollbacks, the outbox.
 pub mod db {
+    /// The persistence layer's error (inside [`crate::Error::Db`]).
+    pub use wflo_db::Error;
     pub use wflo_db::{
         Approval, ApprovalStatus, Backend, Db, DbConfig, Definition, Execution, ExecutionStatus,
         Executor, RiskLevel, Rollback, RollbackStatus, SchemaStatus, Snapshot, Step, StepStatus,
         TimeoutPolicy, Tokens, Tx, redact,
     };
-    /// The persistence layer's error (inside [`crate::Error::Db`]).
-    pub use wflo_db::Error;
 }
 
 /// Prices, token counting, cost tracking and budgets.
 pub mod cost {
+    /// The cost layer's error (inside [`crate::Error::Cost`]).
+    pub use wflo_cost::Error;
     pub use wflo_cost::{
         BudgetPolicy, BudgetState, CostBreakdown, CostConfig, CostEstimate, CostQuery, CostSummary,
         CostTracker, Period, PriceCatalog, Scope, TokenUsage,
     };
-    /// The cost layer's error (inside [`crate::Error::Cost`]).
-    pub use wflo_cost::Error;
 }
 
 /// LLM providers.
 pub mod llm {
+    /// The providers' error (inside [`crate::Error::Llm`]).
+    pub use wflo_llm::Error;
     pub use wflo_llm::{
         ChatRequest, ChatResponse, LlmProvider, ProviderConfig, ReplayProvider, Usage,
         create_provider,
     };
-    /// The providers' error (inside [`crate::Error::Llm`]).
-    pub use wflo_llm::Error;
 }
 
 /// The Docker sandbox.
 pub mod sandbox {
+    /// The sandbox's error (inside [`crate::Error::Sandbox`]).
+    pub use wflo_sandbox::Error;
     pub use wflo_sandbox::{
         ExecRequest, ExecStatus, ExecutionResult, Language, Limits, NetworkPolicy, SandboxConfig,
         SandboxRuntime,
     };
-    /// The sandbox's error (inside [`crate::Error::Sandbox`]).
-    pub use wflo_sandbox::Error;
 }
 
 /// Redis locks and the LLM response cache (and their in-process twins).
 pub mod cache {
-    pub use wflo_cache::{LlmCache, LlmCacheConfig, RedisClient, RedisConfig};
     /// Redis's error (inside [`crate::Error::Cache`]).
     pub use wflo_cache::Error;
+    pub use wflo_cache::{LlmCache, LlmCacheConfig, RedisClient, RedisConfig};
 }
 
 /// Events, the Kafka producer and consumer, and the outbox relay.
 pub mod bus {
+    /// The event bus's error (inside [`crate::Error::Bus`]).
+    pub use wflo_bus::Error;
     pub use wflo_bus::{
         Bus, BusConfig, CancellationToken, EventEnvelope, EventPayload, EventType, Relay,
         RelayConfig, RelayCounts,
     };
-    /// The event bus's error (inside [`crate::Error::Bus`]).
-    pub use wflo_bus::Error;
 }
 
 /// Everything that can fail in Wflo, by layer.
@@ -205,6 +205,11 @@ impl Wflo {
     /// The in-process engine.
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// Stops what the engine started (the sandbox's warm containers).
+    pub async fn shutdown(&self) {
+        self.engine.shutdown().await;
     }
 
     /// The outbox relay to Kafka, when `KAFKA_BOOTSTRAP_SERVERS` is set.

@@ -314,28 +314,45 @@ impl Ctx {
                 }
                 return Ok(out);
             }
-            Some(s) => s,
-            None => {
-                db.steps()
-                    .create(NewStep {
-                        execution_id: self.execution,
-                        step_key: key.to_string(),
-                        step_type: kind.to_string(),
-                        inputs: Some(inputs),
-                    })
-                    .await?
-            }
+            Some(s) => Some(s),
+            None => None,
         };
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            step = self
-                .set_step_status(&step, StepStatus::Running, None, None)
-                .await?;
+            let running = match step.take() {
+                Some(s) => {
+                    self.set_step_status(&s, StepStatus::Running, None, None)
+                        .await?
+                }
+                // A new step starts RUNNING in the transaction of its event: one commit.
+                None => {
+                    let tx = db.begin().await?;
+                    let s = tx
+                        .steps()
+                        .start(NewStep {
+                            execution_id: self.execution,
+                            step_key: key.to_string(),
+                            step_type: kind.to_string(),
+                            inputs: Some(inputs.clone()),
+                        })
+                        .await?;
+                    tx.outbox()
+                        .enqueue(events::outbox(
+                            events::step_status(key, kind, StepStatus::Running.as_str(), None),
+                            self.execution,
+                            &self.workflow,
+                        ))
+                        .await?;
+                    tx.commit().await?;
+                    s
+                }
+            };
+            let step_now = running;
             if let Some(o) = &self.observer {
-                o.step_started(key, kind, step.attempt);
+                o.step_started(key, kind, step_now.attempt);
             }
-            let fut = body(step.clone());
+            let fut = body(step_now.clone());
             let result = match timeout {
                 Some(t) => tokio::time::timeout(t, fut).await.unwrap_or_else(|_| {
                     Err(Error::Timeout {
@@ -348,7 +365,7 @@ impl Ctx {
             match result {
                 Ok(out) => {
                     let done = self
-                        .set_step_status(&step, StepStatus::Completed, Some(out.clone()), None)
+                        .set_step_status(&step_now, StepStatus::Completed, Some(out.clone()), None)
                         .await?;
                     self.state
                         .lock()
@@ -365,12 +382,12 @@ impl Ctx {
                 }
                 Err(e) => {
                     let failed = self
-                        .set_step_status(&step, StepStatus::Failed, None, Some(e.to_string()))
+                        .set_step_status(&step_now, StepStatus::Failed, None, Some(e.to_string()))
                         .await?;
                     if let Some(o) = &self.observer {
                         o.step_finished(key, "FAILED", failed.cost_usd);
                     }
-                    step = failed;
+                    step = Some(failed);
                     if !e.is_retryable() {
                         return Err(e);
                     }

@@ -278,6 +278,14 @@ impl Engine {
             .cloned()
     }
 
+    /// Stops the sandbox (removing its warm containers) if one was started. Call it before the
+    /// process exits; a later start sweeps what a crash left behind.
+    pub async fn shutdown(&self) {
+        if let Some(sandbox) = self.inner.sandbox.get() {
+            sandbox.shutdown().await;
+        }
+    }
+
     /// Stores `def` (a new version when its content changed) and returns the stored id.
     pub async fn store_definition(&self, def: &WorkflowDef) -> Result<wflo_db::Definition> {
         def.validate()?;

@@ -128,21 +128,32 @@ impl<E: crate::Executor> Steps<'_, E> {
     /// Records a step in PENDING. A second step with the same key in one execution is
     /// [`Error::AlreadyExists`]; a missing execution is [`Error::ForeignKey`].
     pub async fn create(&self, new: NewStep) -> Result<Step> {
+        self.insert(new, StepStatus::Pending).await
+    }
+
+    /// Records a step directly in RUNNING with its first attempt counted (one statement where
+    /// `create` then `transition` would take two).
+    pub async fn start(&self, new: NewStep) -> Result<Step> {
+        self.insert(new, StepStatus::Running).await
+    }
+
+    async fn insert(&self, new: NewStep, status: StepStatus) -> Result<Step> {
         let now = Utc::now();
+        let running = status == StepStatus::Running;
         step::ActiveModel {
             id: Set(Uuid::now_v7()),
             execution_id: Set(new.execution_id),
             step_key: Set(new.step_key),
             step_type: Set(new.step_type),
-            status: Set(StepStatus::Pending.as_str().into()),
-            attempt: Set(0),
+            status: Set(status.as_str().into()),
+            attempt: Set(i32::from(running)),
             inputs: Set(new.inputs),
             outputs: Set(None),
             error: Set(None),
             cost_nano_usd: Set(0),
             prompt_tokens: Set(0),
             completion_tokens: Set(0),
-            started_at: Set(None),
+            started_at: Set(running.then_some(now)),
             completed_at: Set(None),
             created_at: Set(now),
             updated_at: Set(now),
