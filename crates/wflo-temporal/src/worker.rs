@@ -108,7 +108,7 @@ impl WorkerBuilder {
     }
 
     /// Connects and builds the SDK worker (inside a Tokio runtime).
-    async fn prepare(&self) -> Result<(Worker, WfloActivities)> {
+    async fn prepare(&self) -> Result<(Worker, WfloActivities, Runtime)> {
         let client = connect(&self.config).await?;
         let runtime = Runtime::from_current_tokio(Default::default())
             .map_err(|e| self.worker_error(chain(&e)))?;
@@ -116,9 +116,8 @@ impl WorkerBuilder {
         let options = self.options(activities.clone())?;
         let worker =
             Worker::new(&runtime, client, options).map_err(|e| self.worker_error(chain(&e)))?;
-        // The SDK runtime must outlive the worker; workers live for the process in practice.
-        std::mem::forget(runtime);
-        Ok((worker, activities))
+        // The SDK runtime is kept until the worker has ended.
+        Ok((worker, activities, runtime))
     }
 
     /// Runs the worker on the current task until `shutdown` resolves, then shuts it down
@@ -126,19 +125,24 @@ impl WorkerBuilder {
     /// `Send`: drive it on your main task, e.g. `select!`-ed with a SIGTERM handler, or use
     /// [`spawn`](WorkerBuilder::spawn).
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<()> {
-        let (mut worker, activities) = self.prepare().await?;
-        let stop = worker.shutdown_handle();
-        let run = worker.run();
-        tokio::pin!(run);
-        tokio::pin!(shutdown);
-        let result = tokio::select! {
-            r = &mut run => r,
-            () = &mut shutdown => {
-                stop();
-                run.await
+        let (mut worker, activities, sdk_runtime) = self.prepare().await?;
+        let result = {
+            let stop = worker.shutdown_handle();
+            let run = worker.run();
+            tokio::pin!(run);
+            tokio::pin!(shutdown);
+            tokio::select! {
+                r = &mut run => r,
+                () = &mut shutdown => {
+                    stop();
+                    run.await
+                }
             }
         };
         activities.shutdown().await;
+        // The worker goes before the SDK runtime it was built on.
+        drop(worker);
+        drop(sdk_runtime);
         result.map_err(|e| self.worker_error(chain(&e)))
     }
 
@@ -188,13 +192,13 @@ impl WorkerBuilder {
         {
             Ok(rt) => rt,
             Err(e) => {
-                let e = self.worker_error(format!("cannot build a tokio runtime: {e}"));
-                let _ = ready.send(Err(self.worker_error(e.to_string())));
-                return Err(e);
+                let message = format!("cannot build a tokio runtime: {e}");
+                let _ = ready.send(Err(self.worker_error(message.clone())));
+                return Err(self.worker_error(message));
             }
         };
         let result = rt.block_on(async {
-            let (mut worker, activities) = match self.prepare().await {
+            let (mut worker, activities, sdk_runtime) = match self.prepare().await {
                 Ok(w) => w,
                 Err(e) => {
                     let text = e.to_string();
@@ -202,22 +206,32 @@ impl WorkerBuilder {
                     return Err(self.worker_error(text));
                 }
             };
-            let stop = worker.shutdown_handle();
-            let run = worker.run();
-            tokio::pin!(run);
-            let _ = ready.send(Ok(()));
-            let r = tokio::select! {
-                r = &mut run => r.map_err(|e| self.worker_error(chain(&e))),
-                c = cmd => match c {
-                    Ok(Stop::Kill) => return Ok(()),
-                    // Graceful (or the handle was dropped).
-                    _ => {
-                        stop();
-                        run.await.map_err(|e| self.worker_error(chain(&e)))
-                    }
-                },
+            let mut killed = false;
+            let r = {
+                let stop = worker.shutdown_handle();
+                let run = worker.run();
+                tokio::pin!(run);
+                let _ = ready.send(Ok(()));
+                tokio::select! {
+                    r = &mut run => r.map_err(|e| self.worker_error(chain(&e))),
+                    c = cmd => match c {
+                        Ok(Stop::Kill) => {
+                            killed = true;
+                            Ok(())
+                        }
+                        // Graceful (or the handle was dropped).
+                        _ => {
+                            stop();
+                            run.await.map_err(|e| self.worker_error(chain(&e)))
+                        }
+                    },
+                }
             };
-            activities.shutdown().await;
+            if !killed {
+                activities.shutdown().await;
+            }
+            drop(worker);
+            drop(sdk_runtime);
             r
         });
         // Dropping the runtime here ends every task the worker left (a kill ends them mid-way).

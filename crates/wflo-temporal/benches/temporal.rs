@@ -1,0 +1,148 @@
+//! `cargo xtask bench temporal`: a 3-activity no-op workflow on the local Temporal dev server —
+//! end-to-end p50 latency (start to result, one at a time) and workflows completed per second
+//! with 16 in flight at once — beside the same workflow written with the Temporal Python SDK
+//! (`benches/temporal_py_baseline.py`, worker in its process, unsandboxed runner), run against
+//! the same server in the same run. Rows go to target/wflo-bench/rows.jsonl.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+use wflo_temporal::{TemporalClient, TemporalConfig, TemporalWorker};
+
+const LATENCY_RUNS: usize = 40;
+const TOTAL_RUNS: usize = 160;
+const CONCURRENCY: usize = 16;
+
+fn p50(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+async fn one(c: &TemporalClient, queue: &str) -> f64 {
+    let id = format!("{queue}-{}", uuid::Uuid::now_v7().simple());
+    let t0 = Instant::now();
+    c.start_noop(&id, 3).await.expect("start");
+    assert_eq!(c.noop_result(&id).await.expect("result"), 3);
+    t0.elapsed().as_secs_f64() * 1000.0
+}
+
+fn row(figure: &str, ours: f64, baseline: f64, unit: &str, better: &str) {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/wflo-bench");
+    std::fs::create_dir_all(dir).expect("create target/wflo-bench");
+    let line = serde_json::json!({
+        "figure": figure, "ours": ours, "baseline": baseline, "unit": unit, "better": better,
+    });
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(format!("{dir}/rows.jsonl"))
+        .expect("open rows.jsonl");
+    writeln!(f, "{line}").expect("write rows.jsonl");
+    println!("{line}");
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let address = std::env::var("WFLO_TEST_TEMPORAL_ADDRESS").expect(
+        "WFLO_TEST_TEMPORAL_ADDRESS is not set; run `cargo xtask bench temporal` \
+         (it starts the temporal dev server and exports the variable)",
+    );
+    let queue = format!("bench-rs-{}", uuid::Uuid::now_v7().simple());
+    let config = TemporalConfig::builder()
+        .address(address.clone())
+        .task_queue(queue.clone())
+        .build()
+        .expect("config");
+    let worker = TemporalWorker::builder(config.clone())
+        .spawn()
+        .await
+        .expect("worker (is the temporal dev server up?)");
+    let c = TemporalClient::connect(config).await.expect("client");
+
+    for _ in 0..5 {
+        one(&c, &queue).await;
+    }
+    let mut lat = Vec::with_capacity(LATENCY_RUNS);
+    for _ in 0..LATENCY_RUNS {
+        lat.push(one(&c, &queue).await);
+    }
+    let ours_p50 = p50(lat);
+
+    let remaining = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(TOTAL_RUNS));
+    let t0 = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..CONCURRENCY {
+        let c = c.clone();
+        let q = queue.clone();
+        let remaining = remaining.clone();
+        tasks.push(tokio::spawn(async move {
+            while remaining
+                .fetch_update(
+                    std::sync::atomic::Ordering::SeqCst,
+                    std::sync::atomic::Ordering::SeqCst,
+                    |n| n.checked_sub(1),
+                )
+                .is_ok()
+            {
+                one(&c, &q).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("runner");
+    }
+    let ours_wps = TOTAL_RUNS as f64 / t0.elapsed().as_secs_f64();
+    worker.shutdown().await.expect("worker shutdown");
+
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/benches/temporal_py_baseline.py"
+    );
+    let out = tokio::time::timeout(
+        Duration::from_secs(300),
+        tokio::process::Command::new("python3")
+            .arg(script)
+            .arg(&address)
+            .arg(format!("bench-py-{}", uuid::Uuid::now_v7().simple()))
+            .arg(LATENCY_RUNS.to_string())
+            .arg(TOTAL_RUNS.to_string())
+            .arg(CONCURRENCY.to_string())
+            .output(),
+    )
+    .await
+    .expect("the python baseline finishes within 5 minutes")
+    .expect("run python3 (the baseline needs `pip install temporalio`)");
+    assert!(
+        out.status.success(),
+        "python baseline failed (needs `pip install temporalio`): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let base: serde_json::Value = serde_json::from_slice(
+        out.stdout
+            .split(|b| *b == b'\n')
+            .rfind(|l| !l.is_empty())
+            .expect("a json line"),
+    )
+    .expect("json from the python baseline");
+    let base_p50 = base["p50_ms"].as_f64().expect("p50_ms");
+    let base_wps = base["wps"].as_f64().expect("wps");
+
+    row(
+        "temporal: 3-activity workflow p50 latency (vs python sdk)",
+        ours_p50,
+        base_p50,
+        "ms",
+        "lower",
+    );
+    row(
+        "temporal: workflows/s, 16 in flight, 160 runs (vs python sdk)",
+        ours_wps,
+        base_wps,
+        "workflows/s",
+        "higher",
+    );
+}
