@@ -64,7 +64,9 @@ async fn database(config: &Config) -> Check {
     let url = redact(config.database_url());
     let db_config = match DbConfig::builder(config.database_url())
         .auto_migrate(false)
+        .max_connections(1)
         .connect_timeout(Duration::from_secs(5))
+        .acquire_timeout(Duration::from_secs(5))
         .build()
     {
         Ok(c) => c,

@@ -43,9 +43,33 @@ pub(crate) async fn connect_with(
 ) -> anyhow::Result<Wflo> {
     let sandbox = sandbox_config(&config)?;
     let url = wflo_core::db::redact(config.database_url());
+    reachable(&config)
+        .await
+        .with_context(|| format!("cannot start wflo on the database {url}"))?;
     Wflo::connect_with(config, |b| customize(b.sandbox(sandbox)))
         .await
         .with_context(|| format!("cannot start wflo on the database {url}"))
+}
+
+/// A database server that does not answer is reported within seconds (the facade's pool would
+/// keep retrying for its whole acquire timeout). SQLite files need no check.
+async fn reachable(config: &Config) -> Result<(), wflo_core::db::Error> {
+    use wflo_core::db::{Backend, Db, DbConfig, Error};
+    if Backend::from_url(config.database_url())? != Backend::Postgres {
+        return Ok(());
+    }
+    let quick = DbConfig::builder(config.database_url())
+        .max_connections(1)
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .acquire_timeout(std::time::Duration::from_secs(5))
+        .auto_migrate(false)
+        .build()?;
+    match Db::connect(&quick).await {
+        Ok(db) => db.close().await,
+        // Only an unreachable server matters here; the real connection reports the rest.
+        Err(e @ Error::Connect { .. }) => Err(e),
+        Err(_) => Ok(()),
+    }
 }
 
 /// A replay cassette that records the live provider's answers (`wflo run --record-cassette`).
