@@ -1,5 +1,5 @@
 use super::{counter, db_err, parse_stored, repository, text_enum};
-use crate::entity::{execution as ex, step};
+use crate::entity::execution as ex;
 use crate::money::{nanos_to_usd, usd_to_nanos};
 use crate::{Error, Result};
 use chrono::{DateTime, Utc};
@@ -320,75 +320,24 @@ impl<E: crate::Executor> Executions<'_, E> {
         let nanos = usd_to_nanos(amount)?;
         let prompt = counter(ENTITY, "prompt tokens", tokens.prompt)?;
         let completion = counter(ENTITY, "completion tokens", tokens.completion)?;
-        let now = Utc::now();
-        let exec_update = ex::Entity::update_many()
-            .col_expr(
-                ex::Column::CostNanoUsd,
-                Expr::col(ex::Column::CostNanoUsd).add(nanos),
-            )
-            .col_expr(
-                ex::Column::PromptTokens,
-                Expr::col(ex::Column::PromptTokens).add(prompt),
-            )
-            .col_expr(
-                ex::Column::CompletionTokens,
-                Expr::col(ex::Column::CompletionTokens).add(completion),
-            )
-            .col_expr(ex::Column::UpdatedAt, Expr::value(now))
-            .filter(ex::Column::Id.eq(execution));
-        let not_found = || Error::NotFound {
-            entity: ENTITY,
-            id: execution.to_string(),
-        };
-        let Some(step_id) = step_id else {
+        if step_id.is_none() {
             // One statement is atomic on its own: no transaction needed.
-            let res = exec_update
-                .exec(self.conn())
-                .await
-                .map_err(db_err(ENTITY, "adding cost to an execution"))?;
-            return if res.rows_affected == 0 {
-                Err(not_found())
-            } else {
-                Ok(())
-            };
-        };
+            return super::costs::accumulate(
+                self.conn(),
+                execution,
+                None,
+                nanos,
+                prompt,
+                completion,
+            )
+            .await;
+        }
         let txn = self
             .conn()
             .begin()
             .await
             .map_err(db_err(ENTITY, "beginning a cost update"))?;
-        let res = exec_update
-            .exec(&txn)
-            .await
-            .map_err(db_err(ENTITY, "adding cost to an execution"))?;
-        if res.rows_affected == 0 {
-            return Err(not_found());
-        }
-        let res = step::Entity::update_many()
-            .col_expr(
-                step::Column::CostNanoUsd,
-                Expr::col(step::Column::CostNanoUsd).add(nanos),
-            )
-            .col_expr(
-                step::Column::PromptTokens,
-                Expr::col(step::Column::PromptTokens).add(prompt),
-            )
-            .col_expr(
-                step::Column::CompletionTokens,
-                Expr::col(step::Column::CompletionTokens).add(completion),
-            )
-            .col_expr(step::Column::UpdatedAt, Expr::value(now))
-            .filter(step::Column::Id.eq(step_id))
-            .filter(step::Column::ExecutionId.eq(execution))
-            .exec(&txn)
-            .await
-            .map_err(db_err("step execution", "adding cost to a step"))?;
-        if res.rows_affected == 0 {
-            return Err(Error::NotFound {
-                entity: "step execution",
-                id: format!("{step_id} of execution {execution}"),
-            });
-        }
+        super::costs::accumulate(&txn, execution, step_id, nanos, prompt, completion).await?;
         txn.commit()
             .await
             .map_err(db_err(ENTITY, "committing a cost update"))
