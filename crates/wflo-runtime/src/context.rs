@@ -833,8 +833,7 @@ impl Ctx {
             .list(self.execution)
             .await?
             .into_iter()
-            .filter(|a| a.step_key.as_deref() == Some(key))
-            .next_back();
+            .rfind(|a| a.step_key.as_deref() == Some(key));
         let mut approval = match existing {
             Some(a) => a,
             None => {
