@@ -75,7 +75,9 @@ async def main() -> None:
         json.dumps(
             {
                 "p50_ms": statistics.median(lat),
+                "latencies_ms": lat,
                 "wps": total / elapsed,
+                "elapsed_s": elapsed,
                 "runs": latency_runs,
                 "total": total,
                 "concurrency": concurrency,
