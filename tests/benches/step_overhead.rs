@@ -57,8 +57,7 @@ fn bench_backend(c: &mut Criterion, rt: &tokio::runtime::Runtime, backend: Backe
                     )
                     .await
                     .unwrap();
-                let d = *elapsed.lock().unwrap();
-                d
+                *elapsed.lock().unwrap()
             }
         })
     });

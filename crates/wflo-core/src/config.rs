@@ -334,8 +334,7 @@ mod tests {
         let e = Config::from_vars(vars(&[("WFLO_LLM_PROVIDER", "openai")]))
             .unwrap()
             .llm_provider()
-            .err()
-            .expect("a missing key is an error");
+            .expect_err("a missing key is an error");
         assert!(e.to_string().contains("OPENAI_API_KEY"), "{e}");
     }
 }
