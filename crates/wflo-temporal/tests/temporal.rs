@@ -113,11 +113,6 @@ async fn simple_workflow_greets_several_names_and_is_listed() {
         assert!(Instant::now() < deadline, "list shows {runs:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // The same id cannot start twice while running; a closed one is reported, not re-run.
-    let dup = c.start_simple(&ids[0].0, "again").await;
-    if let Err(e) = &dup {
-        assert!(matches!(e, Error::AlreadyStarted { .. }), "{e}");
-    }
     w.shutdown().await.unwrap();
 }
 
