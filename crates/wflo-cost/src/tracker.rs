@@ -397,8 +397,9 @@ fn ledger_tokens(u: &TokenUsage) -> wflo_db::LedgerTokens {
     }
 }
 
-/// Whether retrying may succeed: SQLite busy/locked, PostgreSQL deadlock or serialization
-/// failure. The operation's transaction was rolled back, so a retry is safe.
+/// Whether retrying may succeed: SQLite busy/locked, PostgreSQL deadlock, serialization or
+/// multixact-contention failure. The operation's transaction was rolled back, so a retry is
+/// safe.
 fn is_transient(e: &Error) -> bool {
     let Error::Db(db) = e else { return false };
     if !matches!(db, wflo_db::Error::Database { .. }) {
@@ -417,6 +418,9 @@ fn is_transient(e: &Error) -> bool {
         "sqlite_busy",
         "deadlock detected",
         "could not serialize",
+        // PostgreSQL aborts a transaction with this under heavy KEY SHARE + UPDATE contention
+        // on one budget row (the foreign keys of concurrent reservations); it rolled back.
+        "new multixact has more than one updating member",
     ]
     .iter()
     .any(|m| text.contains(m))
