@@ -130,8 +130,7 @@ impl Error {
         }
     }
 
-    /// Whether retrying the same operation may succeed (a serialization failure or a busy
-    /// SQLite database).
+    /// Whether a unique constraint refused the write (the caller may pick another key).
     pub(crate) fn is_unique_violation(&self) -> bool {
         matches!(self, Error::AlreadyExists { .. })
     }

@@ -289,8 +289,18 @@ impl Engine {
     /// Stores `def` (a new version when its content changed) and returns the stored id.
     pub async fn store_definition(&self, def: &WorkflowDef) -> Result<wflo_db::Definition> {
         def.validate()?;
-        let doc = def.to_json();
-        match self.inner.db.definitions().latest(&def.name).await {
+        self.store_document(&def.name, def.description.clone(), def.to_json())
+            .await
+    }
+
+    /// Stores `doc` under `name` unless the latest version already holds exactly it.
+    async fn store_document(
+        &self,
+        name: &str,
+        description: Option<String>,
+        doc: Value,
+    ) -> Result<wflo_db::Definition> {
+        match self.inner.db.definitions().latest(name).await {
             Ok(latest) if latest.definition == doc => return Ok(latest),
             Ok(_) | Err(wflo_db::Error::NotFound { .. }) => {}
             Err(e) => return Err(e.into()),
@@ -300,12 +310,45 @@ impl Engine {
             .db
             .definitions()
             .create(NewDefinition {
-                name: def.name.clone(),
+                name: name.to_string(),
                 version: None,
-                description: def.description.clone(),
+                description,
                 definition: doc,
             })
             .await?)
+    }
+
+    /// A PENDING execution of a stored definition, with its execution budget when one is given.
+    async fn insert_execution(
+        &self,
+        workflow_id: Uuid,
+        id: Option<Uuid>,
+        inputs: Value,
+        budget: Option<Decimal>,
+    ) -> Result<Uuid> {
+        let exec = self
+            .inner
+            .db
+            .executions()
+            .create(NewExecution {
+                id,
+                workflow_id,
+                inputs: json!({"inputs": inputs, "budget_usd": budget}),
+                trace_id: None,
+            })
+            .await?;
+        if let Some(limit) = budget {
+            self.inner
+                .costs
+                .set_budget(
+                    &Scope::Execution(exec.id),
+                    Period::Total,
+                    chrono::Utc::now(),
+                    limit,
+                )
+                .await?;
+        }
+        Ok(exec.id)
     }
 
     /// Creates a PENDING execution of `def` with its budget, without running it.
@@ -340,29 +383,13 @@ impl Engine {
             }
         }
         let budget = options.budget_usd.or(def.policies.budget_usd);
-        let exec = self
-            .inner
-            .db
-            .executions()
-            .create(NewExecution {
-                id: options.execution_id,
-                workflow_id: stored.id,
-                inputs: json!({"inputs": inputs, "budget_usd": budget}),
-                trace_id: None,
-            })
-            .await?;
-        if let Some(limit) = budget {
-            self.inner
-                .costs
-                .set_budget(
-                    &Scope::Execution(exec.id),
-                    Period::Total,
-                    chrono::Utc::now(),
-                    limit,
-                )
-                .await?;
-        }
-        Ok(exec.id)
+        self.insert_execution(
+            stored.id,
+            options.execution_id,
+            Value::Object(inputs),
+            budget,
+        )
+        .await
     }
 
     /// Runs a definition to its end: creates the execution and drives it.
@@ -419,44 +446,16 @@ impl Engine {
         options: &RunOptions,
     ) -> Result<Uuid> {
         let doc = json!({"kind": "rust-closure", "name": def.name});
-        let stored = match self.inner.db.definitions().latest(&def.name).await {
-            Ok(d) if d.definition == doc => d,
-            _ => {
-                self.inner
-                    .db
-                    .definitions()
-                    .create(NewDefinition {
-                        name: def.name.clone(),
-                        version: None,
-                        description: def.description.clone(),
-                        definition: doc,
-                    })
-                    .await?
-            }
-        };
-        let exec = self
-            .inner
-            .db
-            .executions()
-            .create(NewExecution {
-                id: options.execution_id,
-                workflow_id: stored.id,
-                inputs: json!({"inputs": options.inputs, "budget_usd": options.budget_usd}),
-                trace_id: None,
-            })
+        let stored = self
+            .store_document(&def.name, def.description.clone(), doc)
             .await?;
-        if let Some(limit) = options.budget_usd {
-            self.inner
-                .costs
-                .set_budget(
-                    &Scope::Execution(exec.id),
-                    Period::Total,
-                    chrono::Utc::now(),
-                    limit,
-                )
-                .await?;
-        }
-        Ok(exec.id)
+        self.insert_execution(
+            stored.id,
+            options.execution_id,
+            Value::Object(options.inputs.clone()),
+            options.budget_usd,
+        )
+        .await
     }
 
     async fn context(&self, id: Uuid, name: &str, options: &RunOptions) -> Result<Ctx> {
