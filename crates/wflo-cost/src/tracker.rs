@@ -10,6 +10,7 @@ use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 use wflo_db::{Db, Executor};
 
@@ -93,6 +94,8 @@ pub struct CostConfig {
     thresholds: Vec<u32>,
     policies: Vec<BudgetPolicy>,
     busy_retries: usize,
+    max_batch: usize,
+    writers: usize,
 }
 
 impl Default for CostConfig {
@@ -102,6 +105,8 @@ impl Default for CostConfig {
             thresholds: vec![50, 75, 90, 100],
             policies: Vec::new(),
             busy_retries: 10,
+            max_batch: 128,
+            writers: 2,
         }
     }
 }
@@ -148,9 +153,29 @@ impl CostConfigBuilder {
         self
     }
 
+    /// Most budget operations (reserves, settles, releases) committed in one transaction by
+    /// the tracker's writer (default 128; 1 turns group commit off).
+    pub fn max_batch(mut self, n: usize) -> Self {
+        self.config.max_batch = n;
+        self
+    }
+
+    /// How many writers commit batches concurrently on PostgreSQL (default 2; SQLite always
+    /// uses one, as it has one writer).
+    pub fn writers(mut self, n: usize) -> Self {
+        self.config.writers = n;
+        self
+    }
+
     /// Validates and returns the configuration.
     pub fn build(mut self) -> Result<CostConfig> {
         let c = &mut self.config;
+        if c.max_batch == 0 || c.writers == 0 {
+            return Err(Error::InvalidConfig {
+                what: "budget writer",
+                detail: "max_batch and writers must be at least 1".into(),
+            });
+        }
         if c.reservation_ttl.is_zero() {
             return Err(Error::InvalidConfig {
                 what: "reservation ttl",
@@ -379,12 +404,99 @@ impl CostQuery {
 }
 
 /// Prices, records and budgets LLM calls. Cheap to clone.
+///
+/// Reserves, settles and releases go through the tracker's writer, which commits the
+/// operations waiting at that moment together in one transaction (group commit, up to
+/// [`CostConfigBuilder::max_batch`]): each call resolves only after the commit that holds it,
+/// and the outcome is that of running them one after another. Under load this turns one
+/// contended row lock and one commit per call into one per batch.
 #[derive(Debug, Clone)]
 pub struct CostTracker {
     db: Db,
     catalog: PriceCatalog,
     config: Arc<CostConfig>,
     workflow_names: Arc<Mutex<HashMap<Uuid, String>>>,
+    writer: Arc<Mutex<Option<mpsc::Sender<Job>>>>,
+}
+
+/// One budget operation waiting for the writer.
+struct Job {
+    op: wflo_db::BudgetOp<'static>,
+    reply: oneshot::Sender<wflo_db::Result<wflo_db::BudgetOpOutcome>>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job").field("op", &self.op).finish()
+    }
+}
+
+/// Runs `op` again while it fails with a transient database error (see [`is_transient`]).
+async fn retry_transient<T, F, Fut>(times: usize, op: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    op.retry(
+        ExponentialBuilder::new()
+            .with_min_delay(Duration::from_millis(2))
+            .with_max_delay(Duration::from_millis(100))
+            .with_max_times(times)
+            .with_jitter(),
+    )
+    .when(is_transient)
+    .await
+}
+
+/// A writer: takes the operations waiting (up to `max_batch`), applies them in one
+/// transaction, answers each. Ends when every tracker holding the sender is gone.
+async fn write_loop(
+    db: Db,
+    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>,
+    config: Arc<CostConfig>,
+) {
+    loop {
+        let mut jobs = Vec::with_capacity(config.max_batch);
+        if rx.lock().await.recv_many(&mut jobs, config.max_batch).await == 0 {
+            return;
+        }
+        let (ops, replies): (Vec<_>, Vec<_>) = jobs.into_iter().map(|j| (j.op, j.reply)).unzip();
+        let batch = retry_transient(config.busy_retries, || async {
+            Ok(db.budgets().apply(&ops).await?)
+        })
+        .await;
+        match batch {
+            Ok(outcomes) => {
+                for (outcome, reply) in outcomes.into_iter().zip(replies) {
+                    let _ = reply.send(outcome);
+                }
+            }
+            Err(_) => {
+                // The transaction failed as a whole: apply each operation alone, so one
+                // operation's failure is only its own.
+                for (op, reply) in ops.iter().zip(replies) {
+                    let one = retry_transient(config.busy_retries, || async {
+                        Ok(db.budgets().apply(std::slice::from_ref(op)).await?)
+                    })
+                    .await;
+                    let outcome = match one {
+                        Ok(mut v) => v.pop().unwrap_or_else(|| {
+                            Err(wflo_db::Error::Invalid {
+                                entity: "budget reservation",
+                                detail: "the ledger returned no outcome; report this bug".into(),
+                            })
+                        }),
+                        Err(Error::Db(e)) => Err(e),
+                        Err(other) => Err(wflo_db::Error::Invalid {
+                            entity: "budget reservation",
+                            detail: other.to_string(),
+                        }),
+                    };
+                    let _ = reply.send(outcome);
+                }
+            }
+        }
+    }
 }
 
 fn ledger_tokens(u: &TokenUsage) -> wflo_db::LedgerTokens {
@@ -434,7 +546,41 @@ impl CostTracker {
             catalog,
             config: Arc::new(config),
             workflow_names: Arc::default(),
+            writer: Arc::default(),
         }
+    }
+
+    /// The writer's queue, starting the writers on the current runtime when none runs (first
+    /// use, or the runtime that ran them has shut down).
+    fn queue(&self) -> mpsc::Sender<Job> {
+        let mut slot = self.writer.lock().expect("not poisoned");
+        if let Some(tx) = slot.as_ref().filter(|tx| !tx.is_closed()) {
+            return tx.clone();
+        }
+        let (tx, rx) = mpsc::channel(self.config.max_batch.max(64) * 8);
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        let writers = match self.db.backend() {
+            wflo_db::Backend::Postgres => self.config.writers,
+            _ => 1,
+        };
+        for _ in 0..writers {
+            tokio::spawn(write_loop(self.db.clone(), rx.clone(), self.config.clone()));
+        }
+        *slot = Some(tx.clone());
+        tx
+    }
+
+    /// Hands `op` to the writer and waits for the commit that applied it.
+    async fn submit(
+        &self,
+        op: wflo_db::BudgetOp<'static>,
+    ) -> Result<wflo_db::Result<wflo_db::BudgetOpOutcome>> {
+        let (reply, answer) = oneshot::channel();
+        self.queue()
+            .send(Job { op, reply })
+            .await
+            .map_err(|_| writer_stopped())?;
+        answer.await.map_err(|_| writer_stopped())
     }
 
     /// The price catalogue.
@@ -447,15 +593,7 @@ impl CostTracker {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
-        op.retry(
-            ExponentialBuilder::new()
-                .with_min_delay(Duration::from_millis(2))
-                .with_max_delay(Duration::from_millis(100))
-                .with_max_times(self.config.busy_retries)
-                .with_jitter(),
-        )
-        .when(is_transient)
-        .await
+        retry_transient(self.config.busy_retries, op).await
     }
 
     async fn workflow_name(&self, execution: Uuid) -> Result<String> {
@@ -668,9 +806,10 @@ impl CostTracker {
             execution_id: request.execution_id,
             expires_at: now + ttl,
         };
-        let outcome = self
-            .retrying(|| async { Ok(self.db.budgets().reserve(new.clone()).await?) })
-            .await?;
+        let outcome = match self.submit(wflo_db::BudgetOp::Reserve(new)).await?? {
+            wflo_db::BudgetOpOutcome::Reserve(o) => o,
+            _ => return Err(wrong_outcome()),
+        };
         match outcome {
             wflo_db::ReserveOutcome::Reserved {
                 reservation,
@@ -738,16 +877,18 @@ impl CostTracker {
             thresholds: self.config.thresholds.clone(),
         };
         let execution = reservation.execution_id;
-        let make_event = |c: &wflo_db::ThresholdCrossed| alert_event(c, execution, usage, &cost);
-        let done = self
-            .retrying(|| async {
-                self.db
-                    .budgets()
-                    .settle(settle.clone(), make_event)
-                    .await
-                    .map_err(|e| closed_error(e, reservation.id))
-            })
-            .await?;
+        let (event_usage, event_cost) = (usage.clone(), cost.clone());
+        let make_event: wflo_db::AlertEventFn<'static> =
+            Box::new(move |c| alert_event(c, execution, &event_usage, &event_cost));
+        let op = wflo_db::BudgetOp::Settle { settle, make_event };
+        let done = match self
+            .submit(op)
+            .await?
+            .map_err(|e| closed_error(e, reservation.id))?
+        {
+            wflo_db::BudgetOpOutcome::Settle(s) => s,
+            _ => return Err(wrong_outcome()),
+        };
         Ok(Settled {
             charged_usd: done.ledger.as_ref().map(|l| l.cost_usd).unwrap_or_default(),
             cost,
@@ -766,15 +907,10 @@ impl CostTracker {
 
     /// Gives a reservation back without a charge (the call was not made).
     pub async fn release(&self, reservation: &BudgetReservation) -> Result<()> {
-        self.retrying(|| async {
-            self.db
-                .budgets()
-                .release(reservation.id)
-                .await
-                .map(|_| ())
-                .map_err(|e| closed_error(e, reservation.id))
-        })
-        .await
+        self.submit(wflo_db::BudgetOp::Release(reservation.id))
+            .await?
+            .map(|_| ())
+            .map_err(|e| closed_error(e, reservation.id))
     }
 
     /// The sweeper: frees up to `limit` reservations whose expiry passed by `now`. Returns how
@@ -784,6 +920,22 @@ impl CostTracker {
             .retrying(|| async { Ok(self.db.budgets().expire_due(now, limit).await?) })
             .await?;
         Ok(swept.len())
+    }
+}
+
+fn writer_stopped() -> Error {
+    Error::InvalidConfig {
+        what: "budget writer",
+        detail: "it stopped before answering (its runtime shut down); the operation may have \
+                 been applied: reserve again with the same request id, or check the reservation"
+            .into(),
+    }
+}
+
+fn wrong_outcome() -> Error {
+    Error::InvalidConfig {
+        what: "budget writer",
+        detail: "the ledger answered with another operation's outcome; report this bug".into(),
     }
 }
 

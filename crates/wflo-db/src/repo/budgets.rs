@@ -125,6 +125,22 @@ mod ent {
 
 use ent::{alert, budget as bg, reservation as rs, reservation_scope as rsc};
 
+mod batch;
+pub use batch::{AlertEventFn, BudgetOp, BudgetOpOutcome};
+
+/// The one outcome of a batch of one.
+fn single(mut v: Vec<Result<BudgetOpOutcome>>) -> Result<BudgetOpOutcome> {
+    v.pop().unwrap_or_else(|| Err(mismatch()))
+}
+
+fn mismatch() -> Error {
+    Error::Invalid {
+        entity: RES,
+        detail: "a budget operation got another operation's outcome; this is a bug in wflo-db, report it"
+            .into(),
+    }
+}
+
 text_enum!(
     /// Where a budget reservation is in its life.
     ReservationStatus {
@@ -477,139 +493,10 @@ impl<E: crate::Executor> Budgets<'_, E> {
     /// changed and the first budget without room is returned in [`ReserveOutcome::Refused`].
     /// The same `request_id` reserved again returns [`ReserveOutcome::Existing`].
     pub async fn reserve(&self, new: NewReservation) -> Result<ReserveOutcome> {
-        if new.request_id.trim().is_empty() {
-            return Err(Error::Invalid {
-                entity: RES,
-                detail: "the request id must not be empty".into(),
-            });
+        match single(self.apply(&[BudgetOp::Reserve(new)]).await?)? {
+            BudgetOpOutcome::Reserve(o) => Ok(o),
+            _ => Err(mismatch()),
         }
-        let amount = usd_to_nanos(new.amount_usd)?;
-        let mut keys = new.budgets.clone();
-        keys.sort();
-        keys.dedup();
-        let now = Utc::now();
-        let id = Uuid::now_v7();
-        let txn = self.begin("beginning a reservation").await?;
-        // The first statement is a write: the idempotency marker.
-        let inserted = rs::Entity::insert(rs::ActiveModel {
-            id: Set(id),
-            request_id: Set(new.request_id.clone()),
-            amount_nano_usd: Set(amount),
-            actual_nano_usd: Set(None),
-            status: Set(ReservationStatus::Pending.as_str().into()),
-            execution_id: Set(new.execution_id),
-            expires_at: Set(new.expires_at),
-            created_at: Set(now),
-            closed_at: Set(None),
-        })
-        .on_conflict(
-            OnConflict::column(rs::Column::RequestId)
-                .do_nothing()
-                .to_owned(),
-        )
-        .exec_without_returning(&txn)
-        .await
-        .map_err(db_err(RES, "inserting a reservation"))?;
-        if inserted == 0 {
-            let existing = rs::Entity::find()
-                .filter(rs::Column::RequestId.eq(new.request_id.as_str()))
-                .one(&txn)
-                .await
-                .map_err(db_err(RES, "reading a reservation"))?;
-            drop(txn);
-            return match existing {
-                Some(m) => Ok(ReserveOutcome::Existing(m.try_into()?)),
-                None => Err(Error::NotFound {
-                    entity: RES,
-                    id: new.request_id,
-                }),
-            };
-        }
-        // Which budgets exist (ids are stable); then link them, then hold the amount last so
-        // the row locks are held for as short a time as possible.
-        let mut rows = Vec::with_capacity(keys.len());
-        for key in &keys {
-            if let Some(b) = find_model(&txn, key).await? {
-                rows.push(b);
-            }
-        }
-        if !rows.is_empty() {
-            rsc::Entity::insert_many(rows.iter().map(|b| rsc::ActiveModel {
-                reservation_id: Set(id),
-                budget_id: Set(b.id),
-            }))
-            .exec_without_returning(&txn)
-            .await
-            .map_err(db_err(RES, "linking a reservation to its budgets"))?;
-        }
-        let mut held = Vec::with_capacity(rows.len());
-        for b in &rows {
-            // One statement decides and records: room is taken only when
-            // `spent + reserved + amount <= limit`, and the row then names this reservation. The
-            // row returned is the state the decision was made on (refused) or its result.
-            let room = Expr::col(bg::Column::SpentNanoUsd)
-                .add(Expr::col(bg::Column::ReservedNanoUsd))
-                .add(amount)
-                .lte(Expr::col(bg::Column::LimitNanoUsd));
-            let when = |then: Expr, otherwise: Expr| -> Expr {
-                CaseStatement::new()
-                    .case(room.clone(), then)
-                    .finally(otherwise)
-                    .into()
-            };
-            let updated = bg::Entity::update_many()
-                .col_expr(
-                    bg::Column::ReservedNanoUsd,
-                    when(
-                        Expr::col(bg::Column::ReservedNanoUsd).add(amount),
-                        Expr::col(bg::Column::ReservedNanoUsd),
-                    ),
-                )
-                .col_expr(
-                    bg::Column::LastReservationId,
-                    when(Expr::value(id), Expr::col(bg::Column::LastReservationId)),
-                )
-                .col_expr(
-                    bg::Column::UpdatedAt,
-                    when(Expr::value(now), Expr::col(bg::Column::UpdatedAt)),
-                )
-                .filter(bg::Column::Id.eq(b.id))
-                .exec_with_returning(&txn)
-                .await
-                .map_err(db_err(ENTITY, "holding an amount in a budget"))?;
-            let Some(row) = updated.into_iter().next() else {
-                // Deleted meanwhile: it no longer applies.
-                continue;
-            };
-            if row.last_reservation_id == Some(id) {
-                held.push(Budget::from(row));
-            } else {
-                txn.rollback()
-                    .await
-                    .map_err(db_err(RES, "rolling back a refused reservation"))?;
-                return Ok(ReserveOutcome::Refused {
-                    budget: Budget::from(row),
-                    requested_usd: nanos_to_usd(amount),
-                });
-            }
-        }
-        txn.commit()
-            .await
-            .map_err(db_err(RES, "committing a reservation"))?;
-        Ok(ReserveOutcome::Reserved {
-            reservation: Reservation {
-                id,
-                request_id: new.request_id,
-                amount_usd: nanos_to_usd(amount),
-                actual_usd: None,
-                status: ReservationStatus::Pending,
-                execution_id: new.execution_id,
-                expires_at: new.expires_at,
-                created_at: now,
-                closed_at: None,
-            },
-            budgets: held,
-        })
     }
 
     /// Charges a reservation's actual cost to each of its budgets and frees the amount it held,
@@ -623,118 +510,23 @@ impl<E: crate::Executor> Budgets<'_, E> {
     where
         F: Fn(&ThresholdCrossed) -> NewOutboxEvent + Send + Sync,
     {
-        let actual = usd_to_nanos(settle.actual_usd)?;
-        let now = Utc::now();
-        let id = settle.reservation_id;
-        let txn = self.begin("beginning a settle").await?;
-        let mut late = false;
-        let mut closed = close(
-            &txn,
-            id,
-            ReservationStatus::Pending,
-            ReservationStatus::Settled,
-            Some(actual),
-            now,
-        )
-        .await?;
-        if closed.is_none() {
-            closed = close(
-                &txn,
-                id,
-                ReservationStatus::Expired,
-                ReservationStatus::Settled,
-                Some(actual),
-                now,
-            )
-            .await?;
-            late = closed.is_some();
-        }
-        let Some(res) = closed else {
-            return Err(refusal(&txn, id, ReservationStatus::Settled).await);
+        let op = BudgetOp::Settle {
+            settle,
+            make_event: Box::new(make_event),
         };
-        let ledger = match &settle.ledger {
-            Some(entry) => {
-                let mut entry = entry.clone();
-                entry.reservation_id = Some(id);
-                if entry.execution_id.is_none() {
-                    entry.execution_id = res.execution_id;
-                }
-                entry.cost_usd = nanos_to_usd(actual);
-                Some(costs::record_on(&txn, &entry).await?)
-            }
-            None => None,
-        };
-        let freed = if late { 0 } else { res.amount_nano_usd };
-        let budgets = move_amounts(&txn, id, freed, actual, now).await?;
-        let mut alerts = Vec::new();
-        for b in &budgets {
-            for &pct in &settle.thresholds {
-                // spent * 100 >= limit * pct, in exact integers.
-                let crossed = i128::from(b.spent_nano_usd) * 100
-                    >= i128::from(b.limit_nano_usd) * i128::from(pct);
-                if !crossed || pct == 0 {
-                    continue;
-                }
-                let cross = ThresholdCrossed {
-                    budget: Budget::from(b.clone()),
-                    threshold_pct: pct,
-                };
-                let event = make_event(&cross);
-                let claimed = alert::Entity::insert(alert::ActiveModel {
-                    budget_id: Set(b.id),
-                    threshold_pct: Set(i32::try_from(pct).unwrap_or(i32::MAX)),
-                    spent_nano_usd: Set(b.spent_nano_usd),
-                    event_id: Set(event.event_id),
-                    created_at: Set(now),
-                })
-                .on_conflict(
-                    OnConflict::columns([alert::Column::BudgetId, alert::Column::ThresholdPct])
-                        .do_nothing()
-                        .to_owned(),
-                )
-                .exec_without_returning(&txn)
-                .await
-                .map_err(db_err("budget alert", "claiming a threshold alert"))?;
-                if claimed == 1 {
-                    enqueue(&txn, event).await?;
-                    alerts.push(cross);
-                }
-            }
+        match single(self.apply(std::slice::from_ref(&op)).await?)? {
+            BudgetOpOutcome::Settle(o) => Ok(o),
+            _ => Err(mismatch()),
         }
-        txn.commit()
-            .await
-            .map_err(db_err(RES, "committing a settle"))?;
-        Ok(Settlement {
-            reservation: res.try_into()?,
-            budgets: budgets.into_iter().map(Budget::from).collect(),
-            ledger,
-            late,
-            alerts,
-        })
     }
 
     /// Gives a pending reservation back without a charge. Unknown is [`Error::NotFound`];
     /// settled, released or expired is [`Error::InvalidTransition`].
     pub async fn release(&self, reservation_id: Uuid) -> Result<Reservation> {
-        let now = Utc::now();
-        let txn = self.begin("beginning a release").await?;
-        let closed = close(
-            &txn,
-            reservation_id,
-            ReservationStatus::Pending,
-            ReservationStatus::Released,
-            None,
-            now,
-        )
-        .await?;
-        let Some(res) = closed else {
-            return Err(refusal(&txn, reservation_id, ReservationStatus::Released).await);
-        };
-        move_amounts(&txn, reservation_id, res.amount_nano_usd, 0, now).await?;
-        txn.commit()
-            .await
-            .map_err(db_err(RES, "committing a release"))?;
-        res.try_into()
+        match single(self.apply(&[BudgetOp::Release(reservation_id)]).await?)? {
+            BudgetOpOutcome::Release(o) => Ok(o),
+            _ => Err(mismatch()),
+        }
     }
 
     /// The sweeper: frees up to `limit` pending reservations whose expiry is at or before
@@ -908,23 +700,6 @@ async fn close(
         .await
         .map_err(db_err(RES, "closing a reservation"))
         .map(|v| v.into_iter().next())
-}
-
-/// The typed error for a reservation that could not be moved to `to`.
-async fn refusal(txn: &DatabaseTransaction, id: Uuid, to: ReservationStatus) -> Error {
-    match rs::Entity::find_by_id(id).one(txn).await {
-        Ok(Some(m)) => Error::InvalidTransition {
-            entity: RES,
-            id: id.to_string(),
-            from: m.status,
-            to: to.as_str().into(),
-        },
-        Ok(None) => Error::NotFound {
-            entity: RES,
-            id: id.to_string(),
-        },
-        Err(e) => Error::from_db(RES, "reading a reservation", e),
-    }
 }
 
 /// For each budget of a reservation (in key order, the order reserve locks them): frees

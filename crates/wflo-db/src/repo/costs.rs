@@ -253,31 +253,45 @@ pub(crate) async fn accumulate<C: sea_orm::ConnectionTrait>(
         });
     }
     if let Some(step_id) = step_id {
-        let res = step::Entity::update_many()
-            .col_expr(
-                step::Column::CostNanoUsd,
-                Expr::col(step::Column::CostNanoUsd).add(nanos),
-            )
-            .col_expr(
-                step::Column::PromptTokens,
-                Expr::col(step::Column::PromptTokens).add(prompt),
-            )
-            .col_expr(
-                step::Column::CompletionTokens,
-                Expr::col(step::Column::CompletionTokens).add(completion),
-            )
-            .col_expr(step::Column::UpdatedAt, Expr::value(now))
-            .filter(step::Column::Id.eq(step_id))
-            .filter(step::Column::ExecutionId.eq(execution))
-            .exec(conn)
-            .await
-            .map_err(db_err("step execution", "adding cost to a step"))?;
-        if res.rows_affected == 0 {
-            return Err(Error::NotFound {
-                entity: "step execution",
-                id: format!("{step_id} of execution {execution}"),
-            });
-        }
+        accumulate_step(conn, execution, step_id, nanos, prompt, completion).await?;
+    }
+    Ok(())
+}
+
+/// Adds a call's cost and tokens to a step of `execution` (`SET x = x + n`).
+async fn accumulate_step<C: sea_orm::ConnectionTrait>(
+    conn: &C,
+    execution: Uuid,
+    step_id: Uuid,
+    nanos: i64,
+    prompt: i64,
+    completion: i64,
+) -> Result<()> {
+    let now = Utc::now();
+    let res = step::Entity::update_many()
+        .col_expr(
+            step::Column::CostNanoUsd,
+            Expr::col(step::Column::CostNanoUsd).add(nanos),
+        )
+        .col_expr(
+            step::Column::PromptTokens,
+            Expr::col(step::Column::PromptTokens).add(prompt),
+        )
+        .col_expr(
+            step::Column::CompletionTokens,
+            Expr::col(step::Column::CompletionTokens).add(completion),
+        )
+        .col_expr(step::Column::UpdatedAt, Expr::value(now))
+        .filter(step::Column::Id.eq(step_id))
+        .filter(step::Column::ExecutionId.eq(execution))
+        .exec(conn)
+        .await
+        .map_err(db_err("step execution", "adding cost to a step"))?;
+    if res.rows_affected == 0 {
+        return Err(Error::NotFound {
+            entity: "step execution",
+            id: format!("{step_id} of execution {execution}"),
+        });
     }
     Ok(())
 }
@@ -337,6 +351,48 @@ pub(crate) async fn record_on<C: sea_orm::ConnectionTrait>(
         .await?;
     }
     Ok(row.into())
+}
+
+/// Writes several ledger rows in one INSERT and accumulates them on their executions and steps
+/// (one update per execution and per step, in id order), on `conn` (a transaction). Returns
+/// the rows in the order given.
+pub(crate) async fn record_many_on<C: sea_orm::ConnectionTrait>(
+    conn: &C,
+    news: &[NewCostEntry],
+) -> Result<Vec<CostEntry>> {
+    if news.is_empty() {
+        return Ok(Vec::new());
+    }
+    let models = news.iter().map(ledger_row).collect::<Result<Vec<_>>>()?;
+    let mut rows = entry::Entity::insert_many(models)
+        .exec_with_returning(conn)
+        .await
+        .map_err(db_err(ENTITY, "writing ledger rows"))?;
+    // Serial ids are drawn in VALUES order.
+    rows.sort_by_key(|r| r.id);
+    type Sums = (i64, i64, i64);
+    let add = |t: &mut Sums, r: &entry::Model| {
+        t.0 += r.cost_nano_usd;
+        t.1 += r.prompt_tokens;
+        t.2 += r.completion_tokens;
+    };
+    let mut per_execution: std::collections::BTreeMap<Uuid, Sums> = Default::default();
+    let mut per_step: std::collections::BTreeMap<(Uuid, Uuid), Sums> = Default::default();
+    for r in &rows {
+        if let Some(e) = r.execution_id {
+            add(per_execution.entry(e).or_default(), r);
+            if let Some(s) = r.step_id {
+                add(per_step.entry((e, s)).or_default(), r);
+            }
+        }
+    }
+    for (e, (n, p, c)) in per_execution {
+        accumulate(conn, e, None, n, p, c).await?;
+    }
+    for ((e, s), (n, p, c)) in per_step {
+        accumulate_step(conn, e, s, n, p, c).await?;
+    }
+    Ok(rows.into_iter().map(CostEntry::from).collect())
 }
 
 impl<E: crate::Executor> Costs<'_, E> {

@@ -15,8 +15,9 @@ pub use approvals::{
     Approval, ApprovalDecision, ApprovalStatus, Approvals, NewApproval, RiskLevel, TimeoutPolicy,
 };
 pub use budgets::{
-    Budget, BudgetAlert, BudgetKey, Budgets, NewBudget, NewReservation, Reservation,
-    ReservationStatus, ReserveOutcome, Settle, Settlement, ThresholdCrossed,
+    AlertEventFn, Budget, BudgetAlert, BudgetKey, BudgetOp, BudgetOpOutcome, Budgets, NewBudget,
+    NewReservation, Reservation, ReservationStatus, ReserveOutcome, Settle, Settlement,
+    ThresholdCrossed,
 };
 pub use bus::{ConsumerOffsets, NewOutboxEvent, Outbox, OutboxEvent};
 pub use costs::{CostEntry, CostFilter, CostTotals, Costs, LedgerTokens, NewCostEntry};
