@@ -20,6 +20,13 @@
 //!   workflow, tenant or agent, total or per day/month) all or nothing, idempotent per request
 //!   id and expiring; `settle` charges the actual cost once; crossing 50/75/90/100 % writes
 //!   one `cost.budget_alert` event per threshold to the outbox.
+//! * **Group commit**: reserves, settles and releases go through the tracker's writer, which
+//!   commits the operations waiting at that moment in one transaction (wflo-db's
+//!   `Budgets::apply`: a fixed number of statements per batch, every budget locked once, each
+//!   operation decided in order on the locked rows). A call resolves only after the commit that
+//!   holds it; the outcome is that of running the calls one after another. A hot budget shared
+//!   by many concurrent calls then costs one lock hand-off and one commit per batch, not per
+//!   call.
 //!
 //! ```
 //! use wflo_cost::{PriceCatalog, TokenUsage};

@@ -913,6 +913,30 @@ impl CostTracker {
             .map_err(|e| closed_error(e, reservation.id))
     }
 
+    /// Releases every reservation an execution still holds (it was cancelled: the calls they
+    /// were for will not be paid). Returns how many were released; one settled or released
+    /// meanwhile is left as it is.
+    pub async fn release_for_execution(&self, execution_id: Uuid) -> Result<usize> {
+        let pending = self
+            .retrying(|| async {
+                Ok(self
+                    .db
+                    .budgets()
+                    .pending_for_execution(execution_id)
+                    .await?)
+            })
+            .await?;
+        let mut released = 0;
+        for r in pending {
+            match self.submit(wflo_db::BudgetOp::Release(r.id)).await? {
+                Ok(_) => released += 1,
+                Err(wflo_db::Error::InvalidTransition { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(released)
+    }
+
     /// The sweeper: frees up to `limit` reservations whose expiry passed by `now`. Returns how
     /// many it freed. Run it periodically (wflo-runtime does).
     pub async fn sweep_expired(&self, now: DateTime<Utc>, limit: u64) -> Result<usize> {

@@ -1221,3 +1221,177 @@ fn bad_urls_are_refused_before_connecting() {
             .is_err()
     );
 }
+
+// ------------------------------------------------------------------ budget batches
+
+fn hold(request: &str, usd: Decimal) -> wflo_db::BudgetOp<'static> {
+    wflo_db::BudgetOp::Reserve(wflo_db::NewReservation {
+        request_id: request.into(),
+        amount_usd: usd,
+        budgets: vec![wflo_db::BudgetKey::new("tenant:batch", "")],
+        execution_id: None,
+        expires_at: chrono::Utc::now() + chrono::Duration::minutes(5),
+    })
+}
+
+fn charge(id: Uuid, usd: Decimal) -> wflo_db::BudgetOp<'static> {
+    wflo_db::BudgetOp::Settle {
+        settle: wflo_db::Settle {
+            reservation_id: id,
+            actual_usd: usd,
+            ledger: None,
+            thresholds: vec![50, 75, 90, 100],
+        },
+        make_event: Box::new(|c| event("wflo.costs", &format!("{}", c.threshold_pct))),
+    }
+}
+
+fn reserved(
+    o: &wflo_db::Result<wflo_db::BudgetOpOutcome>,
+) -> (wflo_db::Reservation, Vec<wflo_db::Budget>) {
+    match o {
+        Ok(wflo_db::BudgetOpOutcome::Reserve(wflo_db::ReserveOutcome::Reserved {
+            reservation,
+            budgets,
+        })) => (reservation.clone(), budgets.clone()),
+        other => panic!("expected a reservation, got {other:?}"),
+    }
+}
+
+/// One batch gives every operation the outcome it would have had alone, in batch order:
+/// room runs out part way, repeats inside the batch count once, a second settle of the same
+/// reservation is refused, and threshold alerts are written once.
+#[rstest]
+#[tokio::test]
+async fn a_budget_batch_is_its_operations_in_order(
+    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
+) {
+    let t = TestDb::new(backend).await;
+    let budget = t
+        .budgets()
+        .create(wflo_db::NewBudget {
+            key: wflo_db::BudgetKey::new("tenant:batch", ""),
+            limit_usd: dec!(1.00),
+        })
+        .await
+        .unwrap();
+
+    // 0.40 + 0.40 fit; 0.30 no longer does; "a" again is the first "a"; an empty id is refused.
+    let out = t
+        .budgets()
+        .apply(&[
+            hold("a", dec!(0.40)),
+            hold("b", dec!(0.40)),
+            hold("c", dec!(0.30)),
+            hold("a", dec!(0.40)),
+            hold(" ", dec!(0.10)),
+        ])
+        .await
+        .unwrap();
+    let (a, after_a) = reserved(&out[0]);
+    assert_eq!(after_a[0].reserved_usd, dec!(0.40));
+    let (b, after_b) = reserved(&out[1]);
+    assert_eq!(after_b[0].reserved_usd, dec!(0.80));
+    match &out[2] {
+        Ok(wflo_db::BudgetOpOutcome::Reserve(wflo_db::ReserveOutcome::Refused {
+            budget,
+            requested_usd,
+        })) => {
+            assert_eq!(budget.reserved_usd, dec!(0.80));
+            assert_eq!(*requested_usd, dec!(0.30));
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    match &out[3] {
+        Ok(wflo_db::BudgetOpOutcome::Reserve(wflo_db::ReserveOutcome::Existing(r))) => {
+            assert_eq!(r.id, a.id)
+        }
+        other => panic!("expected the first reservation, got {other:?}"),
+    }
+    assert!(matches!(out[4], Err(Error::Invalid { .. })), "{:?}", out[4]);
+    assert!(
+        t.budgets()
+            .reservation_by_request("c")
+            .await
+            .unwrap()
+            .is_none(),
+        "a refused reservation leaves no row"
+    );
+
+    // Settle "a" above its hold, settle it again, release "b", release an unknown id, then a
+    // reserve that fits only once both took effect.
+    let out = t
+        .budgets()
+        .apply(&[
+            charge(a.id, dec!(0.45)),
+            charge(a.id, dec!(0.45)),
+            wflo_db::BudgetOp::Release(b.id),
+            wflo_db::BudgetOp::Release(Uuid::now_v7()),
+            hold("d", dec!(0.55)),
+        ])
+        .await
+        .unwrap();
+    match &out[0] {
+        Ok(wflo_db::BudgetOpOutcome::Settle(s)) => {
+            assert_eq!(s.budgets[0].spent_usd, dec!(0.45));
+            assert_eq!(s.budgets[0].reserved_usd, dec!(0.40), "b still held then");
+            assert!(s.alerts.is_empty(), "{:?}", s.alerts);
+            assert!(!s.late);
+        }
+        other => panic!("expected a settlement, got {other:?}"),
+    }
+    assert!(
+        matches!(&out[1], Err(Error::InvalidTransition { from, .. }) if from == "SETTLED"),
+        "{:?}",
+        out[1]
+    );
+    assert!(matches!(out[2], Ok(wflo_db::BudgetOpOutcome::Release(_))));
+    assert!(
+        matches!(out[3], Err(Error::NotFound { .. })),
+        "{:?}",
+        out[3]
+    );
+    let (d, after_d) = reserved(&out[4]);
+    assert_eq!(after_d[0].reserved_usd, dec!(0.55));
+    assert_eq!(after_d[0].spent_usd, dec!(0.45));
+
+    // Spending exactly the limit crosses every threshold; each alert is written once even
+    // when two settles in one batch cross it.
+    let e = t
+        .budgets()
+        .apply(&[hold("e", dec!(0.00))])
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    let (e, _) = reserved(&e);
+    let out = t
+        .budgets()
+        .apply(&[charge(d.id, dec!(0.55)), charge(e.id, dec!(0.00))])
+        .await
+        .unwrap();
+    match &out[0] {
+        Ok(wflo_db::BudgetOpOutcome::Settle(s)) => {
+            assert_eq!(s.budgets[0].spent_usd, dec!(1.00));
+            let pcts: Vec<u32> = s.alerts.iter().map(|a| a.threshold_pct).collect();
+            assert_eq!(pcts, vec![50, 75, 90, 100]);
+        }
+        other => panic!("expected a settlement, got {other:?}"),
+    }
+    match &out[1] {
+        Ok(wflo_db::BudgetOpOutcome::Settle(s)) => assert!(s.alerts.is_empty()),
+        other => panic!("expected a settlement, got {other:?}"),
+    }
+    let stored = t.budgets().get(budget.id).await.unwrap();
+    assert_eq!(
+        (stored.spent_usd, stored.reserved_usd),
+        (dec!(1.00), dec!(0))
+    );
+    assert_eq!(t.budgets().alerts(budget.id).await.unwrap().len(), 4);
+    assert_eq!(t.outbox().count_unpublished().await.unwrap(), 4);
+    assert_eq!(
+        t.budgets().settled_total(budget.id).await.unwrap(),
+        dec!(1.00)
+    );
+    assert_eq!(t.budgets().count_pending().await.unwrap(), 0);
+}

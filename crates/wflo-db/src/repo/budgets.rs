@@ -604,6 +604,21 @@ impl<E: crate::Executor> Budgets<'_, E> {
             .map_err(db_err(RES, "reading a reservation's budgets"))
     }
 
+    /// The pending reservations of an execution, oldest first (to release them when the
+    /// execution is cancelled).
+    pub async fn pending_for_execution(&self, execution_id: Uuid) -> Result<Vec<Reservation>> {
+        rs::Entity::find()
+            .filter(rs::Column::ExecutionId.eq(execution_id))
+            .filter(rs::Column::Status.eq(ReservationStatus::Pending.as_str()))
+            .order_by_asc(rs::Column::CreatedAt)
+            .all(self.conn())
+            .await
+            .map_err(db_err(RES, "listing an execution's reservations"))?
+            .into_iter()
+            .map(Reservation::try_from)
+            .collect()
+    }
+
     /// How many reservations are pending (in all budgets).
     pub async fn count_pending(&self) -> Result<u64> {
         rs::Entity::find()
