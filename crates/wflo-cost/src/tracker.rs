@@ -886,7 +886,7 @@ impl CostTracker {
             .await?
             .map_err(|e| closed_error(e, reservation.id))?
         {
-            wflo_db::BudgetOpOutcome::Settle(s) => s,
+            wflo_db::BudgetOpOutcome::Settle(s) => *s,
             _ => return Err(wrong_outcome()),
         };
         Ok(Settled {

@@ -515,7 +515,7 @@ impl<E: crate::Executor> Budgets<'_, E> {
             make_event: Box::new(make_event),
         };
         match single(self.apply(std::slice::from_ref(&op)).await?)? {
-            BudgetOpOutcome::Settle(o) => Ok(o),
+            BudgetOpOutcome::Settle(o) => Ok(*o),
             _ => Err(mismatch()),
         }
     }

@@ -62,7 +62,7 @@ pub enum BudgetOpOutcome {
     /// A reserve's outcome.
     Reserve(ReserveOutcome),
     /// A settle's outcome.
-    Settle(Settlement),
+    Settle(Box<Settlement>),
     /// The released reservation.
     Release(Reservation),
 }
@@ -646,13 +646,13 @@ impl<E: crate::Executor> Budgets<'_, E> {
                             let done = settled.remove(&ci);
                             let mut crossed = alerts.remove(&ci).unwrap_or_default();
                             crossed.sort_by_key(|a| a.threshold_pct);
-                            BudgetOpOutcome::Settle(Settlement {
+                            BudgetOpOutcome::Settle(Box::new(Settlement {
                                 reservation,
                                 budgets: done.map(|d| d.budgets).unwrap_or_default(),
                                 ledger: ledger.remove(&ci),
                                 late: *late,
                                 alerts: crossed,
-                            })
+                            }))
                         }
                         None => BudgetOpOutcome::Release(reservation),
                     })
