@@ -7,8 +7,10 @@ use crate::repo::{
     Snapshots, Steps,
 };
 use crate::{Error, Result};
+use sea_orm::sqlx::sqlite::SqliteSynchronous;
 use sea_orm::{
-    ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, TransactionTrait,
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction,
+    SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
 use std::time::Duration;
@@ -185,7 +187,11 @@ impl Db {
             .min_connections(if in_memory { 1 } else { 0 })
             .connect_timeout(config.connect_timeout)
             .acquire_timeout(config.acquire_timeout)
-            .sqlx_logging(false);
+            .sqlx_logging(false)
+            // Every commit is synced to disk (the SQLite default, stated here because the
+            // guarantees depend on it: a RUNNING step and a paid LLM response survive a power
+            // loss, not only a process crash).
+            .map_sqlx_sqlite_opts(|o| o.synchronous(SqliteSynchronous::Full));
         let conn = Database::connect(opts).await.map_err(|e| Error::Connect {
             url: redacted.clone(),
             reason: e.to_string().to_lowercase(),
@@ -195,6 +201,9 @@ impl Db {
             backend,
             url: redacted,
         };
+        if backend == Backend::Sqlite && !in_memory {
+            db.use_wal().await;
+        }
         let status = db.schema_status().await?;
         if !status.unknown.is_empty() {
             return Err(Error::SchemaTooNew {
@@ -211,6 +220,26 @@ impl Db {
             }
         }
         Ok(db)
+    }
+
+    /// Puts a SQLite file in write-ahead-log mode (a lasting property of the file; a no-op when
+    /// it already is): a commit appends to the log and syncs it once, where the default rollback
+    /// journal syncs both the journal and the database file, and readers no longer block the
+    /// writer. Durability is unchanged (`synchronous = FULL`). When the mode cannot be
+    /// changed (another connection holds the file, or it is read-only) the database is used as
+    /// it is.
+    async fn use_wal(&self) {
+        if let Err(e) = self
+            .conn
+            .execute_unprepared("PRAGMA journal_mode = WAL")
+            .await
+        {
+            tracing::warn!(
+                database = %self.url,
+                error = %e,
+                "could not switch SQLite to write-ahead logging; keeping its journal mode"
+            );
+        }
     }
 
     /// The backend this pool talks to.
@@ -299,10 +328,12 @@ impl Db {
     }
 
     /// Starts a transaction: what is written through it commits together or not at all.
+    ///
+    /// On SQLite it is `BEGIN IMMEDIATE`: the write lock is taken at once (waiting behind other
+    /// writers for the busy timeout), so a transaction that reads before it writes never has to
+    /// upgrade its lock, which SQLite would refuse at once with `database is locked`.
     pub async fn begin(&self) -> Result<Tx> {
-        let inner = self
-            .conn
-            .begin()
+        let inner = begin_write(&self.conn)
             .await
             .map_err(|e| Error::from_db("transaction", "beginning a transaction", e))?;
         Ok(Tx {
@@ -361,6 +392,19 @@ impl Tx {
             .await
             .map_err(|e| Error::from_db("transaction", "rolling back", e))
     }
+}
+
+/// Begins a transaction meant to write on `conn` (a savepoint when `conn` is a transaction):
+/// `BEGIN IMMEDIATE` on SQLite (see [`Db::begin`]), a plain `BEGIN` elsewhere.
+pub(crate) async fn begin_write<C>(conn: &C) -> std::result::Result<C::Transaction, sea_orm::DbErr>
+where
+    C: TransactionTrait,
+{
+    conn.begin_with_options(TransactionOptions {
+        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+        ..Default::default()
+    })
+    .await
 }
 
 pub(crate) mod sealed {

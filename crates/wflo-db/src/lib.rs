@@ -15,7 +15,15 @@
 //! * Status changes are conditional updates that enforce the state machines
 //!   ([`ExecutionStatus::allowed_from`]); an approval is decided once.
 //! * Repositories run on the pool or on a transaction ([`Executor`]): write a state change
-//!   and its [`Outbox`] event through one [`Tx`] and they commit together.
+//!   and its [`Outbox`] event through one [`Tx`] and they commit together. A step's status
+//!   change and its events also have one call each ([`Steps::start_with_events`],
+//!   [`Steps::transition_with_events`]): one statement on PostgreSQL, so a durable step costs
+//!   one round trip per status change.
+//! * SQLite files are put in write-ahead-log mode with `synchronous = FULL`: each commit is one
+//!   sync of the log and survives a power loss, as in the default rollback-journal mode (which
+//!   syncs both the journal and the database file on every commit). `synchronous = NORMAL` would skip that sync and stay safe against a process
+//!   crash, but a power loss could take back the last commits — a RUNNING step, or a paid LLM
+//!   response — so it is not used. A [`Tx`] on SQLite is `BEGIN IMMEDIATE`.
 //!
 //! ```no_run
 //! # async fn demo() -> wflo_db::Result<()> {

@@ -635,6 +635,205 @@ async fn steps_belong_to_their_execution(
     assert!(matches!(err, Error::InvalidTransition { .. }), "{err:?}");
 }
 
+/// The unpublished outbox events among `ids`.
+async fn written(t: &TestDb, ids: &[Uuid]) -> Vec<Uuid> {
+    t.outbox()
+        .unpublished(1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event_id)
+        .filter(|id| ids.contains(id))
+        .collect()
+}
+
+#[rstest]
+#[tokio::test]
+async fn a_step_change_and_its_events_are_written_together_or_not_at_all(
+    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
+) {
+    let t = TestDb::new(backend).await;
+    let (_, exec) = execution(&t).await;
+    let new = NewStep {
+        execution_id: exec.id,
+        step_key: "fetch".into(),
+        step_type: "tool".into(),
+        inputs: Some(json!({"url": "x"})),
+    };
+    let (e1, e2) = (event("wflo.steps", "a"), event("wflo.steps", "a"));
+    let s = t
+        .steps()
+        .start_with_events(new.clone(), vec![e1.clone(), e2.clone()])
+        .await
+        .unwrap();
+    assert_eq!((s.status, s.attempt), (StepStatus::Running, 1));
+    assert!(s.started_at.is_some());
+    assert_eq!(s.inputs, Some(json!({"url": "x"})));
+    // Written in the given order.
+    assert_eq!(
+        written(&t, &[e1.event_id, e2.event_id]).await,
+        vec![e1.event_id, e2.event_id]
+    );
+
+    // The same key again: refused, and its event is not written.
+    let e3 = event("wflo.steps", "a");
+    let err = t
+        .steps()
+        .start_with_events(new, vec![e3.clone()])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::AlreadyExists {
+                entity: "step execution",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(written(&t, &[e3.event_id]).await.is_empty());
+
+    // A transition returns the changed row and writes its event.
+    let e4 = event("wflo.steps", "a");
+    let done = t
+        .steps()
+        .transition_with_events(
+            s.id,
+            StepStatus::Completed,
+            Some(json!({"ok": true})),
+            None,
+            vec![e4.clone()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (done.status, done.outputs.clone()),
+        (StepStatus::Completed, Some(json!({"ok": true})))
+    );
+    assert!(done.completed_at.is_some());
+    assert_eq!(t.steps().get(s.id).await.unwrap(), done);
+    assert_eq!(written(&t, &[e4.event_id]).await, vec![e4.event_id]);
+
+    // A refused transition writes no event and names the current status.
+    let e5 = event("wflo.steps", "a");
+    let err = t
+        .steps()
+        .transition_with_events(s.id, StepStatus::Running, None, None, vec![e5.clone()])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidTransition { from, .. } if from == "COMPLETED"),
+        "{err:?}"
+    );
+    assert!(written(&t, &[e5.event_id]).await.is_empty());
+
+    // An event that cannot be written undoes the change.
+    let other = t
+        .steps()
+        .start_with_events(
+            NewStep {
+                execution_id: exec.id,
+                step_key: "other".into(),
+                step_type: "tool".into(),
+                inputs: None,
+            },
+            vec![],
+        )
+        .await
+        .unwrap();
+    let err = t
+        .steps()
+        .transition_with_events(
+            other.id,
+            StepStatus::Completed,
+            Some(json!(1)),
+            None,
+            vec![e4.clone()],
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::AlreadyExists {
+                entity: "outbox event",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let still = t.steps().get(other.id).await.unwrap();
+    assert_eq!((still.status, still.outputs), (StepStatus::Running, None));
+    // A missing step is NotFound.
+    let err = t
+        .steps()
+        .transition_with_events(Uuid::now_v7(), StepStatus::Completed, None, None, vec![])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NotFound { .. }), "{err:?}");
+}
+
+#[rstest]
+#[tokio::test]
+async fn a_step_change_with_events_in_a_transaction_rolls_back_with_it(
+    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
+) {
+    let t = TestDb::new(backend).await;
+    let (_, exec) = execution(&t).await;
+    let ev = event("wflo.steps", "a");
+    let tx = t.begin().await.unwrap();
+    tx.steps()
+        .start_with_events(
+            NewStep {
+                execution_id: exec.id,
+                step_key: "a".into(),
+                step_type: "tool".into(),
+                inputs: None,
+            },
+            vec![ev.clone()],
+        )
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    assert!(t.steps().find_by_key(exec.id, "a").await.unwrap().is_none());
+    assert!(written(&t, &[ev.event_id]).await.is_empty());
+}
+
+#[rstest]
+#[tokio::test]
+async fn several_events_are_enqueued_in_one_statement(
+    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
+) {
+    let t = TestDb::new(backend).await;
+    assert_eq!(t.outbox().enqueue_many(vec![]).await.unwrap(), 0);
+    let evs: Vec<_> = (0..3)
+        .map(|i| event("wflo.steps", &format!("k{i}")))
+        .collect();
+    assert_eq!(t.outbox().enqueue_many(evs.clone()).await.unwrap(), 3);
+    let ids: Vec<_> = evs.iter().map(|e| e.event_id).collect();
+    assert_eq!(written(&t, &ids).await, ids);
+    // One bad event: nothing is written.
+    let mut bad = vec![event("wflo.steps", "x"), event("", "y")];
+    let err = t.outbox().enqueue_many(bad.clone()).await.unwrap_err();
+    assert!(matches!(err, Error::Invalid { .. }), "{err:?}");
+    bad[1] = evs[0].clone();
+    let err = t.outbox().enqueue_many(bad.clone()).await.unwrap_err();
+    assert!(matches!(err, Error::AlreadyExists { .. }), "{err:?}");
+    assert!(written(&t, &[bad[0].event_id]).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_sqlite_file_uses_the_write_ahead_log() {
+    let t = TestDb::new(Backend::Sqlite).await;
+    let pool = sqlx::SqlitePool::connect(&t.url()).await.unwrap();
+    let (mode,): (String,) = sqlx::query_as("PRAGMA journal_mode")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+}
+
 // ------------------------------------------------------------------ snapshots
 
 #[rstest]

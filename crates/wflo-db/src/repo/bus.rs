@@ -76,31 +76,126 @@ repository!(
 
 const ENTITY: &str = "outbox event";
 
+fn validate(new: &NewOutboxEvent) -> Result<()> {
+    if new.topic.is_empty() {
+        return Err(Error::Invalid {
+            entity: ENTITY,
+            detail: "the topic must not be empty".into(),
+        });
+    }
+    Ok(())
+}
+
+fn headers_value(headers: BTreeMap<String, String>) -> Value {
+    serde_json::to_value(headers).unwrap_or(Value::Null)
+}
+
+fn active_model(new: NewOutboxEvent, now: DateTime<Utc>) -> ob::ActiveModel {
+    ob::ActiveModel {
+        event_id: Set(new.event_id),
+        topic: Set(new.topic),
+        message_key: Set(new.key),
+        payload: Set(new.payload),
+        headers: Set(headers_value(new.headers)),
+        attempts: Set(0),
+        last_error: Set(None),
+        created_at: Set(now),
+        published_at: Set(None),
+        ..Default::default()
+    }
+}
+
+/// Writes `events` in one multi-row INSERT on `conn`, in the given order; nothing when empty.
+pub(crate) async fn insert_events<C: sea_orm::ConnectionTrait>(
+    conn: &C,
+    events: Vec<NewOutboxEvent>,
+) -> Result<u64> {
+    if events.is_empty() {
+        return Ok(0);
+    }
+    events.iter().try_for_each(validate)?;
+    let now = Utc::now();
+    let n = events.len() as u64;
+    ob::Entity::insert_many(events.into_iter().map(|e| active_model(e, now)))
+        .exec_without_returning(conn)
+        .await
+        .map_err(db_err(ENTITY, "writing to the outbox"))?;
+    Ok(n)
+}
+
+/// `INSERT INTO outbox_events (...) SELECT <event 1> FROM source UNION ALL SELECT <event 2>
+/// FROM source ...`: writes each event once per row of `source` (a common table expression of
+/// the same statement). Used on PostgreSQL to write a state change's events in the statement
+/// that changes it, and only when it does (`source` returns the changed row, or no row). `None`
+/// when there are no events.
+pub(crate) fn insert_events_per_row_of(
+    events: Vec<NewOutboxEvent>,
+    source: &str,
+) -> Result<Option<sea_orm::sea_query::InsertStatement>> {
+    use sea_orm::sea_query::{Alias, Query, SelectStatement, UnionType};
+    if events.is_empty() {
+        return Ok(None);
+    }
+    events.iter().try_for_each(validate)?;
+    let now = Utc::now();
+    let selects: Vec<SelectStatement> = events
+        .into_iter()
+        .map(|e| {
+            Query::select()
+                .exprs([
+                    Expr::value(e.event_id),
+                    Expr::value(e.topic),
+                    Expr::value(e.key),
+                    Expr::value(e.payload),
+                    Expr::value(headers_value(e.headers)),
+                    Expr::value(0i32),
+                    Expr::value(now),
+                ])
+                .from(Alias::new(source))
+                .to_owned()
+        })
+        .collect();
+    let mut iter = selects.into_iter();
+    let mut select = iter.next().expect("not empty");
+    for other in iter {
+        select.union(UnionType::All, other);
+    }
+    let mut insert = Query::insert();
+    insert
+        .into_table(ob::Entity)
+        .columns([
+            ob::Column::EventId,
+            ob::Column::Topic,
+            ob::Column::MessageKey,
+            ob::Column::Payload,
+            ob::Column::Headers,
+            ob::Column::Attempts,
+            ob::Column::CreatedAt,
+        ])
+        .select_from(select)
+        .map_err(|e| Error::Invalid {
+            entity: ENTITY,
+            detail: e.to_string(),
+        })?;
+    Ok(Some(insert))
+}
+
 impl<E: crate::Executor> Outbox<'_, E> {
     /// Writes an event; a second write of the same `event_id` is [`Error::AlreadyExists`].
     pub async fn enqueue(&self, new: NewOutboxEvent) -> Result<OutboxEvent> {
-        if new.topic.is_empty() {
-            return Err(Error::Invalid {
-                entity: ENTITY,
-                detail: "the topic must not be empty".into(),
-            });
-        }
-        ob::ActiveModel {
-            event_id: Set(new.event_id),
-            topic: Set(new.topic),
-            message_key: Set(new.key),
-            payload: Set(new.payload),
-            headers: Set(serde_json::to_value(new.headers).unwrap_or(Value::Null)),
-            attempts: Set(0),
-            last_error: Set(None),
-            created_at: Set(Utc::now()),
-            published_at: Set(None),
-            ..Default::default()
-        }
-        .insert(self.conn())
-        .await
-        .map(OutboxEvent::from)
-        .map_err(db_err(ENTITY, "writing to the outbox"))
+        validate(&new)?;
+        active_model(new, Utc::now())
+            .insert(self.conn())
+            .await
+            .map(OutboxEvent::from)
+            .map_err(db_err(ENTITY, "writing to the outbox"))
+    }
+
+    /// Writes several events in one statement, in the given order; returns how many were
+    /// written. Nothing is written when any `event_id` is taken
+    /// ([`Error::AlreadyExists`]).
+    pub async fn enqueue_many(&self, events: Vec<NewOutboxEvent>) -> Result<u64> {
+        insert_events(self.conn(), events).await
     }
 
     /// Up to `limit` unpublished events, in id order.

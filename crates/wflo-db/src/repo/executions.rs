@@ -289,22 +289,25 @@ impl<E: crate::Executor> Executions<'_, E> {
         if let Some(error) = outcome.error {
             update = update.col_expr(ex::Column::Error, Expr::value(error));
         }
-        let res = update
+        // The changed row comes back with the UPDATE (RETURNING): no second read.
+        let changed = update
             .filter(ex::Column::Id.eq(id))
             .filter(ex::Column::Status.is_in(from))
-            .exec(self.conn())
+            .exec_with_returning(self.conn())
             .await
             .map_err(db_err(ENTITY, "changing an execution's status"))?;
-        let current = self.get(id).await?;
-        if res.rows_affected == 0 {
-            return Err(Error::InvalidTransition {
-                entity: ENTITY,
-                id: id.to_string(),
-                from: current.status.to_string(),
-                to: to.to_string(),
-            });
+        match changed.into_iter().next() {
+            Some(m) => m.try_into(),
+            None => {
+                let current = self.get(id).await?;
+                Err(Error::InvalidTransition {
+                    entity: ENTITY,
+                    id: id.to_string(),
+                    from: current.status.to_string(),
+                    to: to.to_string(),
+                })
+            }
         }
-        Ok(current)
     }
 
     /// Adds `amount` and `tokens` to the execution (and to one of its steps), each as one
