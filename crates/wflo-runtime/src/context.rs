@@ -9,6 +9,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use uuid::Uuid;
@@ -35,6 +36,9 @@ pub struct Ctx {
     pub(crate) scopes: Vec<Scope>,
     pub(crate) observer: Option<Arc<dyn Observer>>,
     pub(crate) state: Arc<Mutex<RunState>>,
+    /// The execution's step rows by key, loaded once when the run starts and updated by each
+    /// change this run makes: memoization needs no query per step.
+    pub(crate) steps: Arc<Mutex<HashMap<String, wflo_db::Step>>>,
 }
 
 impl std::fmt::Debug for Ctx {
@@ -261,6 +265,8 @@ impl Ctx {
         Ok(exec)
     }
 
+    /// Moves a step to `to` with its `step.status` event, atomically (one statement on
+    /// PostgreSQL), and remembers the row.
     async fn set_step_status(
         &self,
         step: &wflo_db::Step,
@@ -268,24 +274,83 @@ impl Ctx {
         outputs: Option<Value>,
         error: Option<String>,
     ) -> Result<wflo_db::Step> {
-        let tx = self.engine.inner.db.begin().await?;
-        let s = tx
+        let event = events::outbox(
+            events::step_status(&step.step_key, &step.step_type, to.as_str(), error.clone()),
+            self.execution,
+            &self.workflow,
+        );
+        let s = self
+            .engine
+            .inner
+            .db
             .steps()
-            .transition(step.id, to, outputs, error.clone())
+            .transition_with_events(step.id, to, outputs, error, vec![event])
             .await?;
-        tx.outbox()
-            .enqueue(events::outbox(
-                events::step_status(&step.step_key, &step.step_type, to.as_str(), error),
-                self.execution,
-                &self.workflow,
-            ))
-            .await?;
-        tx.commit().await?;
+        self.remember(&s);
         Ok(s)
+    }
+
+    /// Records a new step in RUNNING with its `step.status` event, atomically. `None` when a
+    /// row with this key exists already (recorded after this run loaded its steps).
+    async fn start_step(
+        &self,
+        key: &str,
+        kind: &str,
+        inputs: &Value,
+    ) -> Result<Option<wflo_db::Step>> {
+        let event = events::outbox(
+            events::step_status(key, kind, StepStatus::Running.as_str(), None),
+            self.execution,
+            &self.workflow,
+        );
+        match self
+            .engine
+            .inner
+            .db
+            .steps()
+            .start_with_events(
+                NewStep {
+                    execution_id: self.execution,
+                    step_key: key.to_string(),
+                    step_type: kind.to_string(),
+                    inputs: Some(inputs.clone()),
+                },
+                vec![event],
+            )
+            .await
+        {
+            Ok(s) => {
+                self.remember(&s);
+                Ok(Some(s))
+            }
+            Err(wflo_db::Error::AlreadyExists {
+                entity: "step execution",
+                ..
+            }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The step rows of this execution, as this run last saw them.
+    fn remember(&self, step: &wflo_db::Step) {
+        self.steps
+            .lock()
+            .expect("steps")
+            .insert(step.step_key.clone(), step.clone());
+    }
+
+    /// The recorded step with this key: from the rows loaded when the run started (and kept up
+    /// to date by it), without a query.
+    fn known_step(&self, key: &str) -> Option<wflo_db::Step> {
+        self.steps.lock().expect("steps").get(key).cloned()
     }
 
     /// Runs one durable step: a completed step returns its stored output without running
     /// again; otherwise each attempt is RUNNING then COMPLETED or FAILED, with its event.
+    ///
+    /// The run loads its execution's steps once when it starts; a key it does not know is
+    /// inserted directly (RUNNING, with its event, in one statement on PostgreSQL), and a key
+    /// recorded meanwhile by someone else is read back and treated as known.
     async fn memo<F, Fut>(
         &self,
         key: &str,
@@ -300,9 +365,11 @@ impl Ctx {
         Fut: std::future::Future<Output = Result<Value>>,
     {
         let db = &self.engine.inner.db;
-        let existing = db.steps().find_by_key(self.execution, key).await?;
-        let mut step = match existing {
-            Some(s) if s.status == StepStatus::Completed => {
+        let mut step = self.known_step(key);
+        let mut reread = false;
+        let mut attempt = 0u32;
+        loop {
+            if let Some(s) = step.as_ref().filter(|s| s.status == StepStatus::Completed) {
                 let out = s.outputs.clone().unwrap_or(Value::Null);
                 self.state
                     .lock()
@@ -314,40 +381,37 @@ impl Ctx {
                 }
                 return Ok(out);
             }
-            Some(s) => Some(s),
-            None => None,
-        };
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
             let running = match step.take() {
-                Some(s) => {
-                    self.set_step_status(&s, StepStatus::Running, None, None)
-                        .await?
-                }
-                // A new step starts RUNNING in the transaction of its event: one commit.
-                None => {
-                    let tx = db.begin().await?;
-                    let s = tx
-                        .steps()
-                        .start(NewStep {
-                            execution_id: self.execution,
-                            step_key: key.to_string(),
-                            step_type: kind.to_string(),
-                            inputs: Some(inputs.clone()),
-                        })
-                        .await?;
-                    tx.outbox()
-                        .enqueue(events::outbox(
-                            events::step_status(key, kind, StepStatus::Running.as_str(), None),
-                            self.execution,
-                            &self.workflow,
-                        ))
-                        .await?;
-                    tx.commit().await?;
-                    s
-                }
+                Some(s) => match self
+                    .set_step_status(&s, StepStatus::Running, None, None)
+                    .await
+                {
+                    Ok(r) => r,
+                    // The row moved on since this run loaded it (another process completed
+                    // it, say): read it again, once, and decide on what it is now.
+                    Err(Error::Db(wflo_db::Error::InvalidTransition { .. })) if !reread => {
+                        reread = true;
+                        step = db.steps().find_by_key(self.execution, key).await?;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                },
+                // A new step starts RUNNING with its event, committed before the body runs.
+                None => match self.start_step(key, kind, &inputs).await? {
+                    Some(s) => s,
+                    None => {
+                        reread = true;
+                        step = db.steps().find_by_key(self.execution, key).await?;
+                        if step.is_none() {
+                            return Err(Error::InvalidState(format!(
+                                "step `{key}` was recorded and then removed while starting"
+                            )));
+                        }
+                        continue;
+                    }
+                },
             };
+            attempt += 1;
             let step_now = running;
             if let Some(o) = &self.observer {
                 o.step_started(key, kind, step_now.attempt);
@@ -374,7 +438,10 @@ impl Ctx {
                         .insert(key.to_string(), out.clone());
                     if let Some(o) = &self.observer {
                         o.step_finished(key, "COMPLETED", done.cost_usd);
-                        if let Ok(e) = db.executions().get(self.execution).await {
+                        // The execution's total changes only with a step that cost something.
+                        if !done.cost_usd.is_zero()
+                            && let Ok(e) = db.executions().get(self.execution).await
+                        {
                             o.spend(e.cost_usd, self.budget);
                         }
                     }

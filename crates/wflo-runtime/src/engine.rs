@@ -471,6 +471,16 @@ impl Engine {
             Some(s) => s.state.get("vars").cloned().unwrap_or(json!({})),
             None => json!({}),
         };
+        // Every step row of the execution, read once: memoization then needs no query per step.
+        let steps = self
+            .inner
+            .db
+            .steps()
+            .list(id)
+            .await?
+            .into_iter()
+            .map(|s| (s.step_key.clone(), s))
+            .collect();
         let mut scopes = vec![Scope::Execution(id)];
         scopes.extend(options.scopes.iter().cloned());
         Ok(Ctx {
@@ -485,6 +495,7 @@ impl Engine {
                 outputs: serde_json::Map::new(),
                 vars: vars.as_object().cloned().unwrap_or_default(),
             })),
+            steps: Arc::new(std::sync::Mutex::new(steps)),
         })
     }
 
@@ -706,23 +717,24 @@ impl Engine {
                     }
                 }
             }
-            let tx = db.begin().await?;
-            tx.steps()
-                .transition(step.id, StepStatus::RolledBack, None, None)
+            db.steps()
+                .transition_with_events(
+                    step.id,
+                    StepStatus::RolledBack,
+                    None,
+                    None,
+                    vec![events::outbox(
+                        events::step_status(
+                            &step.step_key,
+                            &step.step_type,
+                            StepStatus::RolledBack.as_str(),
+                            None,
+                        ),
+                        execution,
+                        &workflow,
+                    )],
+                )
                 .await?;
-            tx.outbox()
-                .enqueue(events::outbox(
-                    events::step_status(
-                        &step.step_key,
-                        &step.step_type,
-                        StepStatus::RolledBack.as_str(),
-                        None,
-                    ),
-                    execution,
-                    &workflow,
-                ))
-                .await?;
-            tx.commit().await?;
             undone.push(step.step_key.clone());
         }
         let superseded = if failure.is_none() {
