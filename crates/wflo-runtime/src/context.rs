@@ -887,12 +887,14 @@ impl Ctx {
         .await
     }
 
-    async fn approval_attempt(
+    /// The newest approval request of step `key` (a previous attempt's), or a new one with its
+    /// event; auto-approval rules apply to a pending one.
+    pub(crate) async fn open_approval_row(
         &self,
         key: &str,
         call: &ApprovalCall,
         fingerprint: &str,
-    ) -> Result<Value> {
+    ) -> Result<Approval> {
         let db = &self.engine.inner.db;
         // The newest request of this step, if a previous run made one.
         let existing = db
@@ -948,6 +950,17 @@ impl Ctx {
                 )
                 .await?;
         }
+        Ok(approval)
+    }
+
+    async fn approval_attempt(
+        &self,
+        key: &str,
+        call: &ApprovalCall,
+        fingerprint: &str,
+    ) -> Result<Value> {
+        let db = &self.engine.inner.db;
+        let mut approval = self.open_approval_row(key, call, fingerprint).await?;
         if approval.status == ApprovalStatus::Pending {
             self.set_execution_status(ExecutionStatus::WaitingApproval, Outcome::default())
                 .await?;
@@ -1054,40 +1067,88 @@ impl Ctx {
                     .await
             }
             StepKind::Approval => {
-                let policy = &def.policies.approval;
-                let parse_risk = |r: Option<String>| -> Result<RiskLevel> {
-                    r.map(|r| {
-                        r.parse().map_err(|e: wflo_db::Error| Error::Definition {
-                            step: Some(step.id.clone()),
-                            line: None,
-                            message: e.to_string(),
-                        })
-                    })
-                    .transpose()
-                    .map(|r| r.unwrap_or(RiskLevel::Medium))
-                };
-                let on_timeout = match s("on_timeout") {
-                    Some(t) => t.parse().map_err(|e: wflo_db::Error| Error::Definition {
-                        step: Some(step.id.clone()),
-                        line: None,
-                        message: e.to_string(),
-                    })?,
-                    None => policy.on_timeout,
-                };
-                let call = ApprovalCall {
-                    message: s("message").unwrap_or_default(),
-                    action: p.get("action").cloned().unwrap_or(Value::Null),
-                    risk: parse_risk(s("risk"))?,
-                    timeout: step.timeout.or(policy.timeout),
-                    on_timeout,
-                    escalate_to: s("escalate_to").or_else(|| policy.escalate_to.clone()),
-                    approver_group: s("approver_group"),
-                    auto_approve_max_risk: policy.auto_approve_max_risk,
-                };
+                let call = approval_call_from(def, step, &p)?;
                 self.approval(&step.id, call).await
             }
         }
     }
+
+    /// The approval request an approval step of `def` makes, its templates rendered on this
+    /// run's state.
+    pub(crate) fn approval_call(&self, def: &WorkflowDef, step: &StepDef) -> Result<ApprovalCall> {
+        let p =
+            template::render_params(&step.params, &self.template_context()).map_err(|message| {
+                Error::Definition {
+                    step: Some(step.id.clone()),
+                    line: None,
+                    message: format!("template failed: {message}"),
+                }
+            })?;
+        approval_call_from(def, step, &p)
+    }
+
+    /// Puts the outputs of the completed steps this context knows into its state (a context
+    /// that runs one step of an execution, not the whole run, needs them for its templates).
+    pub(crate) fn load_completed_outputs(&self) {
+        let steps = self.steps.lock().expect("steps");
+        let mut st = self.state.lock().expect("state");
+        for (key, step) in steps.iter() {
+            if step.status == StepStatus::Completed {
+                st.outputs
+                    .insert(key.clone(), step.outputs.clone().unwrap_or(Value::Null));
+            }
+        }
+    }
+
+    /// The step `key` if it has completed.
+    pub(crate) fn known_completed(&self, key: &str) -> Option<wflo_db::Step> {
+        self.steps
+            .lock()
+            .expect("steps")
+            .get(key)
+            .filter(|s| s.status == StepStatus::Completed)
+            .cloned()
+    }
+}
+
+/// The approval request of an approval step from its rendered parameters `p`.
+fn approval_call_from(
+    def: &WorkflowDef,
+    step: &StepDef,
+    p: &Map<String, Value>,
+) -> Result<ApprovalCall> {
+    let s = |name: &str| p.get(name).and_then(Value::as_str).map(str::to_string);
+    let policy = &def.policies.approval;
+    let parse_risk = |r: Option<String>| -> Result<RiskLevel> {
+        r.map(|r| {
+            r.parse().map_err(|e: wflo_db::Error| Error::Definition {
+                step: Some(step.id.clone()),
+                line: None,
+                message: e.to_string(),
+            })
+        })
+        .transpose()
+        .map(|r| r.unwrap_or(RiskLevel::Medium))
+    };
+    let on_timeout = match s("on_timeout") {
+        Some(t) => t.parse().map_err(|e: wflo_db::Error| Error::Definition {
+            step: Some(step.id.clone()),
+            line: None,
+            message: e.to_string(),
+        })?,
+        None => policy.on_timeout,
+    };
+    let call = ApprovalCall {
+        message: s("message").unwrap_or_default(),
+        action: p.get("action").cloned().unwrap_or(Value::Null),
+        risk: parse_risk(s("risk"))?,
+        timeout: step.timeout.or(policy.timeout),
+        on_timeout,
+        escalate_to: s("escalate_to").or_else(|| policy.escalate_to.clone()),
+        approver_group: s("approver_group"),
+        auto_approve_max_risk: policy.auto_approve_max_risk,
+    };
+    Ok(call)
 }
 
 fn closed_ok(e: wflo_cost::Error) -> std::result::Result<(), wflo_cost::Error> {

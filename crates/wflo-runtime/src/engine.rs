@@ -458,7 +458,7 @@ impl Engine {
         .await
     }
 
-    async fn context(&self, id: Uuid, name: &str, options: &RunOptions) -> Result<Ctx> {
+    pub(crate) async fn context(&self, id: Uuid, name: &str, options: &RunOptions) -> Result<Ctx> {
         let exec = self.inner.db.executions().get(id).await?;
         let budget = exec
             .inputs

@@ -19,10 +19,15 @@
 //! lets the execution continue from there.
 //!
 //! The [`Engine`] runs a YAML [`WorkflowDef`] or a Rust closure (`ctx.llm(..)`, `ctx.code(..)`,
-//! `ctx.checkpoint(..)`, `ctx.approval(..)`, `ctx.tool(..)`).
+//! `ctx.checkpoint(..)`, `ctx.approval(..)`, `ctx.tool(..)`). An engine that keeps the run's
+//! control flow itself (wflo-temporal) drives the same step logic one step at a time:
+//! [`Engine::open_execution`], [`Engine::run_step`], [`Engine::open_approval`] /
+//! [`Engine::close_approval`] around its own wait, [`Engine::finish_execution`] and
+//! [`Engine::cancel_execution`] — each idempotent, as retries and replays need.
 
 mod context;
 mod definition;
+mod durable;
 mod engine;
 mod error;
 mod events;
@@ -34,6 +39,7 @@ pub use definition::{
     ApprovalPolicy, InputDef, Policies, RetryPolicy, StepDef, StepKind, WorkflowBuilder,
     WorkflowDef,
 };
+pub use durable::{ApprovalTicket, PlannedStep, StepReport};
 pub use engine::{
     Engine, EngineBuilder, EngineConfig, EngineConfigBuilder, RollbackOutcome, RunOptions,
     RunOutcome,

@@ -6,9 +6,10 @@ use crate::types::{
     ActivityPolicy, ApprovalRequest, ApprovalState, CodeExecutionOutput, CodeExecutionRequest,
     Decision, RunStatus, StartedRun, WorkflowRun,
 };
+use crate::types::{ApprovalSignal, PendingApproval, WfloInput, WfloOutcome, WfloStatus};
 use crate::workflows::{
     ApprovalInput, ApprovalWorkflow, CodeExecutionInput, CodeExecutionWorkflow, NoopInput,
-    NoopWorkflow, SimpleWorkflow,
+    NoopWorkflow, SimpleWorkflow, WfloWorkflow,
 };
 use crate::{Error, Result};
 use futures::StreamExt;
@@ -63,6 +64,11 @@ pub(crate) async fn connect(config: &TemporalConfig) -> Result<Client> {
         operation: "create client",
         message: chain(&e),
     })
+}
+
+/// The workflow id of the `WfloWorkflow` run of an execution.
+pub fn wflo_workflow_id(execution_id: uuid::Uuid) -> String {
+    format!("wflo-{execution_id}")
 }
 
 fn status_of(s: WorkflowExecutionStatus) -> RunStatus {
@@ -320,6 +326,182 @@ impl TemporalClient {
     /// Awaits a no-op workflow: the number of activities that ran.
     pub async fn noop_result(&self, workflow_id: &str) -> Result<u32> {
         self.result::<NoopWorkflow>(workflow_id).await
+    }
+
+    /// Starts `WfloWorkflow` for a definition (validated here: a definition that fails
+    /// validation is refused before anything starts). The run records under `execution_id`
+    /// (pick a new UUIDv7 per run; the workflow id is `wflo-<execution id>`).
+    pub async fn start_wflo(
+        &self,
+        execution_id: uuid::Uuid,
+        definition: &wflo_runtime::WorkflowDef,
+        inputs: serde_json::Map<String, serde_json::Value>,
+        budget_usd: Option<rust_decimal::Decimal>,
+    ) -> Result<StartedRun> {
+        definition
+            .validate()
+            .map_err(|e| Error::InvalidRequest(e.to_string()))?;
+        if budget_usd.is_some_and(|b| b <= rust_decimal::Decimal::ZERO) {
+            return Err(Error::InvalidRequest(
+                "the budget must be greater than zero".into(),
+            ));
+        }
+        let json = serde_json::to_value(definition).map_err(|e| Error::Payload {
+            what: "the workflow definition",
+            message: e.to_string(),
+        })?;
+        let input = WfloInput {
+            execution_id,
+            definition: json,
+            inputs,
+            budget_usd,
+            policy: self.policy(),
+        };
+        self.start(WfloWorkflow::run, &wflo_workflow_id(execution_id), input)
+            .await
+    }
+
+    /// Awaits a `WfloWorkflow` run: its outcome, or [`Error::WorkflowFailed`] with the step's
+    /// error (a budget refusal, a rejection, ...), or [`Error::Cancelled`].
+    pub async fn wflo_result(&self, workflow_id: &str) -> Result<WfloOutcome> {
+        self.result::<WfloWorkflow>(workflow_id).await
+    }
+
+    async fn wflo_query<T, F>(&self, workflow_id: &str, query: &'static str, run: F) -> Result<T>
+    where
+        F: AsyncFnOnce(
+            temporalio_client::WorkflowHandle<Client, WfloWorkflow>,
+        ) -> std::result::Result<T, WorkflowQueryError>,
+    {
+        let handle = self.client.get_workflow_handle::<WfloWorkflow>(workflow_id);
+        run(handle).await.map_err(|e| match e {
+            WorkflowQueryError::NotFound(_) => Error::NotFound {
+                workflow_id: workflow_id.to_string(),
+                namespace: self.config.namespace.clone(),
+            },
+            other => Error::Query {
+                workflow_id: workflow_id.to_string(),
+                query,
+                message: chain(&other),
+            },
+        })
+    }
+
+    /// The `status` query of a `WfloWorkflow` run.
+    pub async fn wflo_status(&self, workflow_id: &str) -> Result<WfloStatus> {
+        self.wflo_query(workflow_id, "status", async |h| {
+            h.query(WfloWorkflow::status, (), WorkflowQueryOptions::default())
+                .await
+        })
+        .await
+    }
+
+    /// The step a `WfloWorkflow` run is on (the `current_step` query).
+    pub async fn wflo_current_step(&self, workflow_id: &str) -> Result<Option<String>> {
+        self.wflo_query(workflow_id, "current_step", async |h| {
+            h.query(
+                WfloWorkflow::current_step,
+                (),
+                WorkflowQueryOptions::default(),
+            )
+            .await
+        })
+        .await
+    }
+
+    /// What a `WfloWorkflow` run has spent so far (the `cost` query).
+    pub async fn wflo_cost(&self, workflow_id: &str) -> Result<rust_decimal::Decimal> {
+        self.wflo_query(workflow_id, "cost", async |h| {
+            h.query(WfloWorkflow::cost, (), WorkflowQueryOptions::default())
+                .await
+        })
+        .await
+    }
+
+    /// The approval a `WfloWorkflow` run waits for (the `pending_approval` query).
+    pub async fn wflo_pending_approval(
+        &self,
+        workflow_id: &str,
+    ) -> Result<Option<PendingApproval>> {
+        self.wflo_query(workflow_id, "pending_approval", async |h| {
+            h.query(
+                WfloWorkflow::pending_approval,
+                (),
+                WorkflowQueryOptions::default(),
+            )
+            .await
+        })
+        .await
+    }
+
+    /// Approves the approval a `WfloWorkflow` run waits for (the `approve` signal). A signal for
+    /// an approval the run is not waiting for is refused with [`Error::InvalidRequest`].
+    pub async fn wflo_approve(&self, workflow_id: &str, signal: ApprovalSignal) -> Result<()> {
+        self.wflo_decide(workflow_id, true, signal).await
+    }
+
+    /// Rejects the approval a `WfloWorkflow` run waits for (the `reject` signal).
+    pub async fn wflo_reject(&self, workflow_id: &str, signal: ApprovalSignal) -> Result<()> {
+        self.wflo_decide(workflow_id, false, signal).await
+    }
+
+    async fn wflo_decide(
+        &self,
+        workflow_id: &str,
+        approve: bool,
+        signal: ApprovalSignal,
+    ) -> Result<()> {
+        if signal.approver.trim().is_empty() {
+            return Err(Error::InvalidRequest("an approver must be named".into()));
+        }
+        match self.wflo_pending_approval(workflow_id).await? {
+            Some(p) if p.approval_id == signal.approval_id => {}
+            Some(p) => {
+                return Err(Error::InvalidRequest(format!(
+                    "workflow `{workflow_id}` is not waiting for approval {}; it waits for {} (step `{}`)",
+                    signal.approval_id, p.approval_id, p.step
+                )));
+            }
+            None => {
+                return Err(Error::InvalidRequest(format!(
+                    "workflow `{workflow_id}` is not waiting for approval {} (nor any other)",
+                    signal.approval_id
+                )));
+            }
+        }
+        let handle = self.client.get_workflow_handle::<WfloWorkflow>(workflow_id);
+        let r = if approve {
+            handle
+                .signal(
+                    WfloWorkflow::approve,
+                    signal,
+                    WorkflowSignalOptions::default(),
+                )
+                .await
+        } else {
+            handle
+                .signal(
+                    WfloWorkflow::reject,
+                    signal,
+                    WorkflowSignalOptions::default(),
+                )
+                .await
+        };
+        r.map_err(|e| self.interaction_error(workflow_id, "signal", e))
+    }
+
+    /// Asks a `WfloWorkflow` run to stop (the `cancel_request` signal): it ends cancelled, its
+    /// execution CANCELLED with its budget reservations released.
+    pub async fn wflo_cancel_request(&self, workflow_id: &str, reason: &str) -> Result<()> {
+        self.client
+            .get_workflow_handle::<WfloWorkflow>(workflow_id)
+            .signal(
+                WfloWorkflow::cancel_request,
+                reason.to_string(),
+                WorkflowSignalOptions::default(),
+            )
+            .await
+            .map_err(|e| self.interaction_error(workflow_id, "signal", e))
     }
 
     /// Requests cancellation; the run observes it and ends as cancelled.

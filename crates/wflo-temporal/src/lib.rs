@@ -33,14 +33,15 @@ mod types;
 mod worker;
 mod workflows;
 
-pub use client::TemporalClient;
+pub use client::{TemporalClient, wflo_workflow_id};
 pub use config::{
     ActivityRetry, DEFAULT_ADDRESS, DEFAULT_NAMESPACE, DEFAULT_TASK_QUEUE, TemporalConfig,
     TemporalConfigBuilder,
 };
 pub use error::{Error, Result};
 pub use types::{
-    ApprovalRequest, ApprovalState, ApprovalStatus, CodeExecutionOutput, CodeExecutionRequest,
-    CodeLimits, Decision, OnTimeout, RunStatus, StartedRun, WorkflowRun,
+    ApprovalRequest, ApprovalSignal, ApprovalState, ApprovalStatus, CodeExecutionOutput,
+    CodeExecutionRequest, CodeLimits, Decision, OnTimeout, PendingApproval, RunStatus, StartedRun,
+    WfloOutcome, WfloStatus, WorkflowRun,
 };
 pub use worker::{TemporalWorker, WorkerBuilder, WorkerHandle};

@@ -397,3 +397,152 @@ mod tests {
         assert_eq!(serde_json::to_value(&s).unwrap()["status"], "EXPIRED");
     }
 }
+
+/// What starts a `WfloWorkflow`: a definition (inline, validated before the start), its
+/// inputs, a budget, and the execution id the run records under (chosen by the client, so a
+/// retried start names the same execution).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[allow(unreachable_pub)] // crosses the wire; not part of the crate's API
+pub struct WfloInput {
+    pub(crate) execution_id: uuid::Uuid,
+    /// The definition as JSON (`WorkflowDef`).
+    pub(crate) definition: serde_json::Value,
+    pub(crate) inputs: serde_json::Map<String, serde_json::Value>,
+    pub(crate) budget_usd: Option<rust_decimal::Decimal>,
+    pub(crate) policy: ActivityPolicy,
+}
+
+/// A step of the plan `open_execution` returns, in run order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[allow(unreachable_pub)] // crosses the wire; not part of the crate's API
+pub struct PlannedStep {
+    pub(crate) id: String,
+    pub(crate) approval: bool,
+}
+
+/// One step of one execution (the argument of the step activities).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[allow(unreachable_pub)] // crosses the wire; not part of the crate's API
+pub struct StepRef {
+    pub(crate) execution_id: uuid::Uuid,
+    pub(crate) step: String,
+}
+
+/// What a step activity reports back: the step's output and the execution's spend after it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[allow(unreachable_pub)] // crosses the wire; not part of the crate's API
+pub struct StepDone {
+    pub(crate) output: serde_json::Value,
+    pub(crate) cost_usd: rust_decimal::Decimal,
+}
+
+/// An approval request as the workflow sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[allow(unreachable_pub)] // crosses the wire; not part of the crate's API
+pub struct ApprovalTicket {
+    pub(crate) approval_id: uuid::Uuid,
+    pub(crate) message: String,
+    /// Still waiting for a decision.
+    pub(crate) pending: bool,
+    /// How long to wait before the timeout policy applies (none: wait for a decision).
+    pub(crate) timeout: Option<Duration>,
+}
+
+/// Closes an approval: with a decision from a signal, or (none) by its timeout policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[allow(unreachable_pub)] // crosses the wire; not part of the crate's API
+pub struct CloseApproval {
+    pub(crate) approval_id: uuid::Uuid,
+    pub(crate) decision: Option<(bool, ApprovalSignal)>,
+}
+
+/// Ends an execution: completed with outputs, or failed with the error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[allow(unreachable_pub)] // crosses the wire; not part of the crate's API
+pub struct FinishExecution {
+    pub(crate) execution_id: uuid::Uuid,
+    pub(crate) result: std::result::Result<serde_json::Value, String>,
+}
+
+/// Cancels an execution (CANCELLED, reservations released).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[allow(unreachable_pub)] // crosses the wire; not part of the crate's API
+pub struct CancelExecution {
+    pub(crate) execution_id: uuid::Uuid,
+    pub(crate) reason: String,
+}
+
+/// The `approve` / `reject` signal of a `WfloWorkflow`: which approval, who, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ApprovalSignal {
+    /// The approval request (from the `pending_approval` query or `wflo approvals list`).
+    pub approval_id: uuid::Uuid,
+    /// Who decides.
+    pub approver: String,
+    /// Why.
+    pub reason: Option<String>,
+}
+
+impl ApprovalSignal {
+    /// A decision on `approval_id` by `approver`.
+    pub fn new(approval_id: uuid::Uuid, approver: impl Into<String>) -> Self {
+        ApprovalSignal {
+            approval_id,
+            approver: approver.into(),
+            reason: None,
+        }
+    }
+
+    /// With a reason.
+    pub fn reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+}
+
+/// An approval a `WfloWorkflow` waits for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct PendingApproval {
+    /// The approval request.
+    pub approval_id: uuid::Uuid,
+    /// The step it gates.
+    pub step: String,
+    /// What the approver is asked.
+    pub message: String,
+}
+
+/// Where a `WfloWorkflow` run stands (its `status` query).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct WfloStatus {
+    /// The execution the run records under (once saved).
+    pub execution_id: Option<uuid::Uuid>,
+    /// `STARTING`, `RUNNING`, `WAITING_APPROVAL`, `COMPLETED`, `FAILED` or `CANCELLED`.
+    pub status: String,
+    /// The step running now.
+    pub current_step: Option<String>,
+    /// Steps completed, in order.
+    pub completed_steps: Vec<String>,
+    /// The execution's spend so far (exact).
+    pub cost_usd: rust_decimal::Decimal,
+    /// The approval the run waits for.
+    pub pending_approval: Option<PendingApproval>,
+    /// Why the run failed or was cancelled.
+    pub error: Option<String>,
+}
+
+/// How a `WfloWorkflow` run ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct WfloOutcome {
+    /// The execution.
+    pub execution_id: uuid::Uuid,
+    /// Its final status (`COMPLETED`).
+    pub status: String,
+    /// The outputs of its steps, by step id.
+    pub outputs: serde_json::Value,
+    /// What it spent (exact).
+    pub cost_usd: rust_decimal::Decimal,
+}

@@ -9,7 +9,9 @@ use crate::activities::WfloActivities;
 use crate::client::connect;
 use crate::config::TemporalConfig;
 use crate::error::chain;
-use crate::workflows::{ApprovalWorkflow, CodeExecutionWorkflow, NoopWorkflow, SimpleWorkflow};
+use crate::workflows::{
+    ApprovalWorkflow, CodeExecutionWorkflow, NoopWorkflow, SimpleWorkflow, WfloWorkflow,
+};
 use crate::{Error, Result};
 use std::collections::HashSet;
 use std::future::Future;
@@ -29,6 +31,7 @@ impl TemporalWorker {
         WorkerBuilder {
             config,
             sandbox: None,
+            engine: None,
             #[cfg(feature = "testing")]
             probes: None,
         }
@@ -41,6 +44,7 @@ impl TemporalWorker {
 pub struct WorkerBuilder {
     config: TemporalConfig,
     sandbox: Option<SandboxConfig>,
+    engine: Option<wflo_runtime::Engine>,
     #[cfg(feature = "testing")]
     probes: Option<crate::testing::Probes>,
 }
@@ -49,6 +53,13 @@ impl WorkerBuilder {
     /// The sandbox code activities run in (without it they fail, not retried, saying so).
     pub fn sandbox(mut self, config: SandboxConfig) -> Self {
         self.sandbox = Some(config);
+        self
+    }
+
+    /// The wflo engine `WfloWorkflow`'s activities drive (its database, cost tracker, LLM
+    /// provider, sandbox and tools). Without it `WfloWorkflow` runs fail, not retried, saying so.
+    pub fn engine(mut self, engine: wflo_runtime::Engine) -> Self {
+        self.engine = Some(engine);
         self
     }
 
@@ -95,6 +106,8 @@ impl WorkerBuilder {
             .register_workflow::<ApprovalWorkflow>()
             .map_err(reg)?
             .register_workflow::<NoopWorkflow>()
+            .map_err(reg)?
+            .register_workflow::<WfloWorkflow>()
             .map_err(reg)?;
         #[cfg(feature = "testing")]
         let options = match &self.probes {
@@ -112,7 +125,7 @@ impl WorkerBuilder {
         let client = connect(&self.config).await?;
         let runtime = Runtime::from_current_tokio(Default::default())
             .map_err(|e| self.worker_error(chain(&e)))?;
-        let activities = WfloActivities::new(self.sandbox.clone());
+        let activities = WfloActivities::new(self.sandbox.clone(), self.engine.clone());
         let options = self.options(activities.clone())?;
         let worker =
             Worker::new(&runtime, client, options).map_err(|e| self.worker_error(chain(&e)))?;

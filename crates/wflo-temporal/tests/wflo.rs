@@ -1,0 +1,533 @@
+#![cfg(feature = "integration")]
+//! `WfloWorkflow` against the Temporal dev server and PostgreSQL (`cargo xtask itest
+//! wflo-temporal`): a definition's steps run durably through wflo-runtime, with a fake
+//! OpenAI-compatible provider on loopback that counts the calls it receives. Each test has its
+//! own task queue, database and provider.
+
+use rust_decimal_macros::dec;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use uuid::Uuid;
+use wflo_db::testing::TestDb;
+use wflo_db::{ApprovalStatus, Backend, ExecutionStatus, Executor, StepStatus};
+use wflo_runtime::{Engine, FnTool, WorkflowDef};
+use wflo_temporal::{
+    ActivityRetry, ApprovalSignal, Error, TemporalClient, TemporalConfig, TemporalWorker,
+    WorkerHandle, wflo_workflow_id,
+};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+fn address() -> String {
+    std::env::var("WFLO_TEST_TEMPORAL_ADDRESS").expect(
+        "WFLO_TEST_TEMPORAL_ADDRESS is not set; run `cargo xtask itest wflo-temporal` \
+         (it starts the temporal dev server and exports the variable)",
+    )
+}
+
+fn config(tag: &str) -> TemporalConfig {
+    TemporalConfig::builder()
+        .address(address())
+        .task_queue(format!("it-wflo-{tag}-{}", Uuid::now_v7().simple()))
+        .activity_retry(ActivityRetry::new(4, Duration::from_millis(100)))
+        .activity_timeout(Duration::from_secs(10))
+        .sticky_queue_timeout(Duration::from_secs(1))
+        .graceful_shutdown(Duration::from_secs(2))
+        .build()
+        .expect("valid config")
+}
+
+/// A fake OpenAI-compatible server: every chat completion answers `text` after `delay`, with
+/// 40 prompt and 25 completion tokens.
+async fn fake_llm(text: &str, delay: Duration) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_delay(delay)
+                .set_body_json(json!({
+                    "id": "chatcmpl-temporal",
+                    "object": "chat.completion",
+                    "created": 1_764_000_000,
+                    "model": "gpt-4o-mini-2024-07-18",
+                    "choices": [{
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text},
+                        "finish_reason": "stop"
+                    }],
+                    "usage": {"prompt_tokens": 40, "completion_tokens": 25, "total_tokens": 65}
+                })),
+        )
+        .mount(&server)
+        .await;
+    server
+}
+
+async fn llm_calls(server: &MockServer) -> usize {
+    server
+        .received_requests()
+        .await
+        .map(|r| r.len())
+        .unwrap_or(0)
+}
+
+/// One test's world: its database, provider, engine (with an `echo` tool that counts its calls
+/// and a `sleep` tool), worker and client.
+struct World {
+    t: TestDb,
+    llm: MockServer,
+    engine: Engine,
+    tool_calls: Arc<AtomicUsize>,
+    cfg: TemporalConfig,
+    client: TemporalClient,
+}
+
+async fn world(tag: &str, llm_delay: Duration) -> World {
+    let t = TestDb::new(Backend::Postgres).await;
+    let llm = fake_llm("The answer is 42.", llm_delay).await;
+    let provider = wflo_llm::create_provider(
+        "openai",
+        &wflo_llm::ProviderConfig::builder()
+            .api_key("sk-temporal-test")
+            .base_url(&format!("{}/v1", llm.uri()))
+            .unwrap()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let costs = wflo_cost::CostTracker::new(
+        t.db().clone(),
+        wflo_cost::PriceCatalog::embedded().clone(),
+        wflo_cost::CostConfig::builder().build().unwrap(),
+    );
+    let tool_calls = Arc::new(AtomicUsize::new(0));
+    let counter = tool_calls.clone();
+    let engine = Engine::builder(t.db().clone())
+        .costs(costs)
+        .llm(provider)
+        .tool(
+            "echo",
+            FnTool::new(move |v| {
+                let counter = counter.clone();
+                async move {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    Ok(json!({"echo": v}))
+                }
+            }),
+        )
+        .tool(
+            "sleep",
+            FnTool::new(|v: Value| async move {
+                let secs = v.get("secs").and_then(Value::as_f64).unwrap_or(1.0);
+                tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+                Ok(json!({"slept": secs}))
+            }),
+        )
+        .build()
+        .unwrap();
+    let cfg = config(tag);
+    let client = TemporalClient::connect(cfg.clone())
+        .await
+        .expect("the temporal dev server is needed; run `cargo xtask itest wflo-temporal`");
+    World {
+        t,
+        llm,
+        engine,
+        tool_calls,
+        cfg,
+        client,
+    }
+}
+
+impl World {
+    async fn worker(&self) -> WorkerHandle {
+        TemporalWorker::builder(self.cfg.clone())
+            .engine(self.engine.clone())
+            .spawn()
+            .await
+            .expect("worker starts")
+    }
+
+    async fn start(&self, yaml: &str, budget: Option<rust_decimal::Decimal>) -> (Uuid, String) {
+        let def = WorkflowDef::from_yaml(yaml).unwrap();
+        let execution = Uuid::now_v7();
+        self.client
+            .start_wflo(execution, &def, serde_json::Map::new(), budget)
+            .await
+            .unwrap();
+        (execution, wflo_workflow_id(execution))
+    }
+
+    async fn execution(&self, id: Uuid) -> wflo_db::Execution {
+        self.t.executions().get(id).await.unwrap()
+    }
+
+    /// Waits until the run reports a pending approval and returns its id.
+    async fn pending_approval(&self, workflow_id: &str) -> Uuid {
+        for _ in 0..300 {
+            if let Some(p) = self
+                .client
+                .wflo_pending_approval(workflow_id)
+                .await
+                .unwrap()
+            {
+                return p.approval_id;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("workflow {workflow_id} never waited for an approval");
+    }
+}
+
+const AGENT: &str = r#"
+name: temporal-agent
+steps:
+  - id: ask
+    kind: llm
+    model: gpt-4o-mini
+    prompt: "What is six times seven?"
+    max_tokens: 100
+  - id: note
+    kind: tool
+    depends_on: [ask]
+    tool: echo
+    input: {said: "{{ steps.ask.output.text }}"}
+  - id: save
+    kind: checkpoint
+    depends_on: [note]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_definition_runs_durably_within_budget_and_the_queries_report_it() {
+    let w = world("within", Duration::ZERO).await;
+    let worker = w.worker().await;
+    let (execution, wf) = w.start(AGENT, Some(dec!(0.50))).await;
+    let out = w.client.wflo_result(&wf).await.unwrap();
+    assert_eq!(out.execution_id, execution);
+    assert_eq!(out.status, "COMPLETED");
+    assert_eq!(
+        out.outputs["note"]["echo"]["said"],
+        json!("The answer is 42.")
+    );
+    // gpt-4o-mini at $0.15/$0.60 per 1M: 40 in + 25 out = $0.000021, exactly.
+    assert_eq!(out.cost_usd, dec!(0.000021));
+    assert_eq!(llm_calls(&w.llm).await, 1);
+    assert_eq!(w.tool_calls.load(Ordering::SeqCst), 1);
+
+    // The queries answer after the end too.
+    let status = w.client.wflo_status(&wf).await.unwrap();
+    assert_eq!(status.status, "COMPLETED");
+    assert_eq!(status.completed_steps, vec!["ask", "note", "save"]);
+    assert_eq!(status.execution_id, Some(execution));
+    assert_eq!(w.client.wflo_cost(&wf).await.unwrap(), dec!(0.000021));
+    assert_eq!(w.client.wflo_current_step(&wf).await.unwrap(), None);
+    assert_eq!(w.client.wflo_pending_approval(&wf).await.unwrap(), None);
+
+    // The database holds the execution (the save-execution activity), each step once.
+    let exec = w.execution(execution).await;
+    assert_eq!(exec.status, ExecutionStatus::Completed);
+    assert_eq!(exec.cost_usd, dec!(0.000021));
+    let steps = w.t.steps().list(execution).await.unwrap();
+    let keys: Vec<&str> = steps.iter().map(|s| s.step_key.as_str()).collect();
+    assert_eq!(keys.len(), 3, "{keys:?}");
+    assert!(steps.iter().all(|s| s.status == StepStatus::Completed));
+    assert_eq!(w.t.budgets().count_pending().await.unwrap(), 0);
+    worker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_budget_fails_the_workflow_and_the_execution_before_the_call() {
+    let w = world("overbudget", Duration::ZERO).await;
+    let worker = w.worker().await;
+    let (execution, wf) = w.start(AGENT, Some(dec!(0.000001))).await;
+    let err = w.client.wflo_result(&wf).await.unwrap_err();
+    match &err {
+        Error::WorkflowFailed { message, .. } => {
+            assert!(message.contains("budget"), "{message}")
+        }
+        other => panic!("expected a failed workflow, got {other:?}"),
+    }
+    assert_eq!(llm_calls(&w.llm).await, 0, "the call was never made");
+    let exec = w.execution(execution).await;
+    assert_eq!(exec.status, ExecutionStatus::Failed);
+    assert!(
+        exec.error.as_deref().unwrap_or_default().contains("budget"),
+        "{:?}",
+        exec.error
+    );
+    assert_eq!(w.client.wflo_status(&wf).await.unwrap().status, "FAILED");
+    worker.shutdown().await.unwrap();
+}
+
+const GATED: &str = r#"
+name: temporal-gated
+steps:
+  - id: gate
+    kind: approval
+    message: "Ship it?"
+    risk: high
+    action: {deploy: "v2"}
+    timeout_secs: 120
+  - id: after
+    kind: tool
+    depends_on: [gate]
+    tool: echo
+    input: {shipped: true}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_approve_signal_approves_and_a_signal_for_another_approval_is_refused() {
+    let w = world("approve", Duration::ZERO).await;
+    let worker = w.worker().await;
+    let (execution, wf) = w.start(GATED, None).await;
+    let approval = w.pending_approval(&wf).await;
+    assert_eq!(
+        w.client.wflo_current_step(&wf).await.unwrap().as_deref(),
+        Some("gate")
+    );
+    assert_eq!(
+        w.execution(execution).await.status,
+        ExecutionStatus::WaitingApproval
+    );
+    let stranger = w
+        .client
+        .wflo_approve(&wf, ApprovalSignal::new(Uuid::now_v7(), "mallory"))
+        .await
+        .unwrap_err();
+    assert!(matches!(stranger, Error::InvalidRequest(_)), "{stranger}");
+    w.client
+        .wflo_approve(
+            &wf,
+            ApprovalSignal::new(approval, "alice").reason("looks good"),
+        )
+        .await
+        .unwrap();
+    let out = w.client.wflo_result(&wf).await.unwrap();
+    assert_eq!(out.outputs["gate"]["decision"], json!("APPROVED"));
+    assert_eq!(out.outputs["gate"]["approved_by"], json!("alice"));
+    assert_eq!(out.outputs["after"]["echo"]["shipped"], json!(true));
+    let row = w.t.approvals().get(approval).await.unwrap();
+    assert_eq!(row.status, ApprovalStatus::Approved);
+    assert_eq!(row.decided_by.as_deref(), Some("alice"));
+    assert_eq!(row.decision_reason.as_deref(), Some("looks good"));
+    assert_eq!(
+        w.execution(execution).await.status,
+        ExecutionStatus::Completed
+    );
+    worker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reject_signal_rejects_and_fails_the_execution() {
+    let w = world("reject", Duration::ZERO).await;
+    let worker = w.worker().await;
+    let (execution, wf) = w.start(GATED, None).await;
+    let approval = w.pending_approval(&wf).await;
+    w.client
+        .wflo_reject(
+            &wf,
+            ApprovalSignal::new(approval, "bob").reason("not today"),
+        )
+        .await
+        .unwrap();
+    let err = w.client.wflo_result(&wf).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::WorkflowFailed { message, .. } if message.contains("rejected")),
+        "{err}"
+    );
+    assert_eq!(
+        w.tool_calls.load(Ordering::SeqCst),
+        0,
+        "the gated step never ran"
+    );
+    let row = w.t.approvals().get(approval).await.unwrap();
+    assert_eq!(row.status, ApprovalStatus::Rejected);
+    assert_eq!(row.decided_by.as_deref(), Some("bob"));
+    assert_eq!(w.execution(execution).await.status, ExecutionStatus::Failed);
+    worker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_timeout_applies_its_policy_on_a_durable_timer() {
+    let w = world("timeout", Duration::ZERO).await;
+    let worker = w.worker().await;
+    let approve_on_timeout = GATED
+        .replace(
+            "timeout_secs: 120",
+            "timeout_secs: 1\n    on_timeout: approve",
+        )
+        .replace("temporal-gated", "temporal-gated-approve");
+    let (_, wf) = w.start(&approve_on_timeout, None).await;
+    let out = w.client.wflo_result(&wf).await.unwrap();
+    assert_eq!(out.outputs["gate"]["approved_by"], json!("system:timeout"));
+
+    let reject_on_timeout = GATED
+        .replace(
+            "timeout_secs: 120",
+            "timeout_secs: 1\n    on_timeout: reject",
+        )
+        .replace("temporal-gated", "temporal-gated-reject");
+    let (execution, wf) = w.start(&reject_on_timeout, None).await;
+    let err = w.client.wflo_result(&wf).await.unwrap_err();
+    assert!(matches!(err, Error::WorkflowFailed { .. }), "{err}");
+    let approvals = w.t.approvals().list(execution).await.unwrap();
+    assert_eq!(approvals[0].status, ApprovalStatus::Expired);
+    assert_eq!(w.execution(execution).await.status, ExecutionStatus::Failed);
+    assert_eq!(
+        w.tool_calls.load(Ordering::SeqCst),
+        1,
+        "only the approved run's tool ran"
+    );
+    worker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_request_cancels_the_execution() {
+    let w = world("cancelreq", Duration::ZERO).await;
+    let worker = w.worker().await;
+    let (execution, wf) = w.start(GATED, None).await;
+    w.pending_approval(&wf).await;
+    w.client
+        .wflo_cancel_request(&wf, "changed my mind")
+        .await
+        .unwrap();
+    let err = w.client.wflo_result(&wf).await.unwrap_err();
+    assert!(matches!(err, Error::Cancelled { .. }), "{err}");
+    let exec = w.execution(execution).await;
+    assert_eq!(exec.status, ExecutionStatus::Cancelled);
+    assert!(
+        exec.error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("changed my mind"),
+        "{:?}",
+        exec.error
+    );
+    assert_eq!(w.client.wflo_status(&wf).await.unwrap().status, "CANCELLED");
+    worker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_workflow_releases_the_reservation_of_the_call_in_flight() {
+    // The provider answers after 30 s: the cancellation arrives while the call (and its budget
+    // reservation) is open.
+    let w = world("cancel", Duration::from_secs(30)).await;
+    let worker = w.worker().await;
+    let (execution, wf) = w.start(AGENT, Some(dec!(0.50))).await;
+    for _ in 0..300 {
+        if llm_calls(&w.llm).await == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(llm_calls(&w.llm).await, 1, "the call is in flight");
+    assert_eq!(w.t.budgets().count_pending().await.unwrap(), 1);
+    w.client.cancel(&wf, "stop spending").await.unwrap();
+    let err = w.client.wflo_result(&wf).await.unwrap_err();
+    assert!(matches!(err, Error::Cancelled { .. }), "{err}");
+    let exec = w.execution(execution).await;
+    assert_eq!(exec.status, ExecutionStatus::Cancelled);
+    assert_eq!(exec.cost_usd, dec!(0), "nothing was charged");
+    assert_eq!(
+        w.t.budgets().count_pending().await.unwrap(),
+        0,
+        "the reservation was released"
+    );
+    let budget =
+        w.t.budgets()
+            .find(&wflo_db::BudgetKey::new(
+                format!("execution:{execution}"),
+                "",
+            ))
+            .await
+            .unwrap()
+            .expect("the execution's budget");
+    assert_eq!(budget.reserved_usd, dec!(0));
+    assert_eq!(budget.spent_usd, dec!(0));
+    worker.shutdown().await.unwrap();
+}
+
+const LONG: &str = r#"
+name: temporal-long
+steps:
+  - id: ask
+    kind: llm
+    model: gpt-4o-mini
+    prompt: "What is six times seven?"
+    max_tokens: 100
+  - id: wait
+    kind: tool
+    depends_on: [ask]
+    tool: sleep
+    input: {secs: 3}
+  - id: note
+    kind: tool
+    depends_on: [wait]
+    tool: echo
+    input: {said: "{{ steps.ask.output.text }}"}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_run_is_replaced_and_every_step_runs_once() {
+    let w = world("kill", Duration::ZERO).await;
+    let first = w.worker().await;
+    let (execution, wf) = w.start(LONG, Some(dec!(0.50))).await;
+    for _ in 0..300 {
+        if w.client.wflo_current_step(&wf).await.unwrap().as_deref() == Some("wait") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        w.client.wflo_current_step(&wf).await.unwrap().as_deref(),
+        Some("wait")
+    );
+    first.kill().await.unwrap();
+    let second = w.worker().await;
+    let out = tokio::time::timeout(Duration::from_secs(90), w.client.wflo_result(&wf))
+        .await
+        .expect("the run completes on the new worker")
+        .unwrap();
+    assert_eq!(out.status, "COMPLETED");
+    assert_eq!(
+        out.outputs["note"]["echo"]["said"],
+        json!("The answer is 42.")
+    );
+    assert_eq!(llm_calls(&w.llm).await, 1, "the paid call was not repeated");
+    assert_eq!(w.tool_calls.load(Ordering::SeqCst), 1);
+    let steps = w.t.steps().list(execution).await.unwrap();
+    let mut keys: Vec<&str> = steps.iter().map(|s| s.step_key.as_str()).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, vec!["ask", "note", "wait"], "each step once");
+    assert!(steps.iter().all(|s| s.status == StepStatus::Completed));
+    let ledger = w.t.costs().list_for_execution(execution).await.unwrap();
+    assert_eq!(ledger.len(), 1, "charged once");
+    assert_eq!(w.execution(execution).await.cost_usd, dec!(0.000021));
+    second.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_definition_that_fails_validation_is_refused_before_a_start() {
+    let w = world("invalid", Duration::ZERO).await;
+    let mut def = WorkflowDef::from_yaml(AGENT).unwrap();
+    def.steps[1].depends_on = vec!["nowhere".into()];
+    let execution = Uuid::now_v7();
+    let err = w
+        .client
+        .start_wflo(execution, &def, serde_json::Map::new(), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidRequest(m) if m.contains("nowhere")),
+        "{err}"
+    );
+    let nothing = w.client.describe(&wflo_workflow_id(execution)).await;
+    assert!(
+        matches!(nothing, Err(Error::NotFound { .. })),
+        "{nothing:?}"
+    );
+}
