@@ -78,6 +78,9 @@ pub(crate) fn classify(e: &anyhow::Error) -> u8 {
         if let Some(c) = cause.downcast_ref::<wflo_core::bus::Error>() {
             return bus_code(c);
         }
+        if let Some(c) = cause.downcast_ref::<wflo_core::temporal::Error>() {
+            return temporal_code(c);
+        }
         if cause.downcast_ref::<clap::Error>().is_some() {
             return USAGE;
         }
@@ -96,6 +99,23 @@ fn core_code(e: &wflo_core::Error) -> u8 {
         E::Sandbox(s) => sandbox_code(s),
         E::Cache(c) => cache_code(c),
         E::Bus(b) => bus_code(b),
+        E::Temporal(t) => temporal_code(t),
+        _ => FAILED,
+    }
+}
+
+/// A Temporal run's failure carries the step's error as text: a budget refusal is still
+/// exit code 3.
+pub(crate) fn temporal_code(e: &wflo_core::temporal::Error) -> u8 {
+    use wflo_core::temporal::Error as E;
+    match e {
+        E::Unreachable { .. } => UNREACHABLE,
+        E::InvalidConfig(_) | E::InvalidRequest(_) | E::NotFound { .. } => USAGE,
+        E::WorkflowFailed { message, .. }
+            if message.contains("budget `") && message.contains("exceeded") =>
+        {
+            BUDGET
+        }
         _ => FAILED,
     }
 }

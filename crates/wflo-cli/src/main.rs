@@ -67,6 +67,9 @@ enum Command {
     },
     /// Apply the database migrations and print the schema status.
     Migrate,
+    /// Run a Temporal worker (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TEMPORAL_TASK_QUEUE) for
+    /// `wflo run --engine temporal`; stops gracefully on Ctrl-C or SIGTERM.
+    Worker,
     /// Check every configured service and say what to do about each problem.
     Doctor,
 }
@@ -76,7 +79,7 @@ enum Command {
 pub(crate) enum EngineKind {
     /// The in-process engine (durable memoization in the database).
     Local,
-    /// Temporal (TEMPORAL_ADDRESS).
+    /// Temporal (TEMPORAL_ADDRESS): the run is a `WfloWorkflow` executed by `wflo worker`.
     Temporal,
 }
 
@@ -246,6 +249,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         } => commands::cost::report(by, since).await,
         Command::Relay { once } => commands::relay::relay(once).await,
         Command::Migrate => commands::migrate::migrate().await,
+        Command::Worker => commands::worker::worker().await,
         Command::Doctor => commands::doctor::doctor().await,
     }
 }

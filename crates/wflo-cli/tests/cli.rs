@@ -187,14 +187,30 @@ fn an_unknown_execution_is_a_usage_error() {
 }
 
 #[test]
-fn the_temporal_engine_is_refused_with_a_reason() {
+fn the_temporal_engine_and_the_worker_say_to_set_temporal_address() {
     let world = World::new();
     let run = world.run(&["run", &quickstart(), "--engine", "temporal"]);
     run.expect_code(2);
+    assert!(run.stderr.contains("TEMPORAL_ADDRESS"), "{}", run.stderr);
+    let worker = world.run(&["worker"]);
+    worker.expect_code(2);
     assert!(
-        run.stderr.contains("Temporal engine is not available"),
+        worker.stderr.contains("TEMPORAL_ADDRESS"),
         "{}",
-        run.stderr
+        worker.stderr
+    );
+    let resume = world.env("TEMPORAL_ADDRESS", "http://127.0.0.1:1").run(&[
+        "run",
+        "--engine",
+        "temporal",
+        "--resume",
+        "01a212db-c461-7142-8b49-3b3c01f715ac",
+    ]);
+    resume.expect_code(2);
+    assert!(
+        resume.stderr.contains("--resume is for the local engine"),
+        "{}",
+        resume.stderr
     );
 }
 

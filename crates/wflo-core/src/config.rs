@@ -174,6 +174,26 @@ impl Config {
         }
     }
 
+    /// The Temporal settings (`TEMPORAL_ADDRESS`, `TEMPORAL_NAMESPACE`, `TEMPORAL_TASK_QUEUE`),
+    /// or `None` when no address is configured (runs use the in-process engine).
+    pub fn temporal_config(&self) -> Result<Option<wflo_temporal::TemporalConfig>> {
+        let Some(address) = &self.temporal_address else {
+            return Ok(None);
+        };
+        Ok(Some(
+            wflo_temporal::TemporalConfig::builder()
+                .address(address.clone())
+                .namespace(self.temporal_namespace.clone())
+                .task_queue(self.temporal_task_queue.clone())
+                .build()?,
+        ))
+    }
+
+    /// The sandbox settings code steps run with.
+    pub fn sandbox(&self) -> Result<wflo_sandbox::SandboxConfig> {
+        self.sandbox_config()
+    }
+
     pub(crate) fn sandbox_config(&self) -> Result<wflo_sandbox::SandboxConfig> {
         let mut b = wflo_sandbox::SandboxConfig::builder();
         if let Some(image) = &self.sandbox_image {

@@ -99,6 +99,18 @@ pub mod bus {
     };
 }
 
+/// The durable engine on Temporal: worker, client, `WfloWorkflow` (configured from
+/// `TEMPORAL_ADDRESS`, `TEMPORAL_NAMESPACE`, `TEMPORAL_TASK_QUEUE`; see
+/// [`Config::temporal_config`]).
+pub mod temporal {
+    /// The Temporal engine's error (inside [`crate::Error::Temporal`]).
+    pub use wflo_temporal::Error;
+    pub use wflo_temporal::{
+        ApprovalSignal, PendingApproval, RunStatus, StartedRun, TemporalClient, TemporalConfig,
+        TemporalWorker, WfloOutcome, WfloStatus, WorkerBuilder, WorkerHandle, wflo_workflow_id,
+    };
+}
+
 /// Everything that can fail in Wflo, by layer.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -127,6 +139,9 @@ pub enum Error {
     /// Kafka.
     #[error(transparent)]
     Bus(#[from] wflo_bus::Error),
+    /// Temporal.
+    #[error(transparent)]
+    Temporal(#[from] wflo_temporal::Error),
 }
 
 /// `Result` with [`Error`].

@@ -284,11 +284,26 @@ impl Db {
         })
     }
 
-    /// Applies every pending migration.
+    /// Applies every pending migration. Two processes starting together on a fresh database
+    /// (a worker and a run, say) both try: the one that loses waits until the other's work is
+    /// visible, and succeeds when nothing is left pending.
     pub async fn migrate_up(&self) -> Result<()> {
-        Migrator::up(&self.conn, None)
-            .await
-            .map_err(|e| Error::Migration(e.to_string().to_lowercase()))
+        let mut waited = 0u64;
+        loop {
+            let failure = match Migrator::up(&self.conn, None).await {
+                Ok(()) => return Ok(()),
+                Err(e) => Error::Migration(e.to_string().to_lowercase()),
+            };
+            if waited >= 10_000 {
+                return Err(failure);
+            }
+            let pause = 100 + waited / 4;
+            tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+            waited += pause;
+            if self.schema_status().await?.pending.is_empty() {
+                return Ok(());
+            }
+        }
     }
 
     /// Reverts the last `steps` migrations (all when `None`).

@@ -44,7 +44,14 @@ pub(crate) async fn decide(
     reason: Option<String>,
     approver: String,
 ) -> anyhow::Result<u8> {
-    let wflo = super::connect(super::config()?).await?;
+    let config = super::config()?;
+    let temporal = config.temporal_config()?;
+    let wflo = super::connect(config).await?;
+    if let Some(temporal) = temporal
+        && signal_temporal_run(&wflo, temporal, id, approve, &reason, &approver).await?
+    {
+        return Ok(0);
+    }
     let decided = wflo
         .engine()
         .decide(id, approve, &approver, reason)
@@ -73,4 +80,45 @@ pub(crate) async fn decide(
         approver
     );
     Ok(0)
+}
+
+/// When the approval's execution runs on Temporal, the decision is its workflow's `approve` or
+/// `reject` signal (the workflow records it). Returns whether it was sent.
+async fn signal_temporal_run(
+    wflo: &wflo_core::Wflo,
+    temporal: wflo_core::temporal::TemporalConfig,
+    id: Uuid,
+    approve: bool,
+    reason: &Option<String>,
+    approver: &str,
+) -> anyhow::Result<bool> {
+    use wflo_core::temporal::{ApprovalSignal, RunStatus, TemporalClient, wflo_workflow_id};
+    let Ok(approval) = wflo.db().approvals().get(id).await else {
+        // Unknown here: the database path below says so.
+        return Ok(false);
+    };
+    let Ok(client) = TemporalClient::connect(temporal).await else {
+        return Ok(false);
+    };
+    let workflow_id = wflo_workflow_id(approval.execution_id);
+    match client.describe(&workflow_id).await {
+        Ok(run) if run.status == RunStatus::Running => {}
+        _ => return Ok(false),
+    }
+    let mut signal = ApprovalSignal::new(id, approver);
+    if let Some(r) = reason {
+        signal = signal.reason(r.clone());
+    }
+    if approve {
+        client.wflo_approve(&workflow_id, signal).await?;
+    } else {
+        client.wflo_reject(&workflow_id, signal).await?;
+    }
+    println!(
+        "{} approval {id} (step {} of execution {}) as {approver}: signalled temporal workflow {workflow_id}",
+        if approve { "approved" } else { "rejected" },
+        approval.step_key.as_deref().unwrap_or("-"),
+        approval.execution_id,
+    );
+    Ok(true)
 }

@@ -8,6 +8,7 @@ pub(crate) mod migrate;
 pub(crate) mod relay;
 pub(crate) mod rollback;
 pub(crate) mod run;
+pub(crate) mod worker;
 
 use anyhow::Context;
 use std::sync::Arc;

@@ -44,11 +44,7 @@ pub(crate) fn parse_budget(s: &str) -> Result<Decimal, String> {
 pub(crate) async fn run(args: RunArgs) -> anyhow::Result<u8> {
     let config = super::config()?;
     if args.engine == EngineKind::Temporal {
-        return Err(coded(
-            exit::USAGE,
-            "the Temporal engine is not available in this build of wflo (it has no \
-             wflo-temporal client yet); run with --engine local, the default",
-        ));
+        return run_on_temporal(args, config).await;
     }
     // Read and validate the file before connecting anything: a bad file is a usage error.
     let def = match &args.file {
@@ -136,6 +132,118 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<u8> {
             };
             Err(anyhow::Error::new(e).context(format!("execution {id} FAILED{hint}")))
         }
+    }
+}
+
+/// `--engine temporal`: starts a `WfloWorkflow` (executed by `wflo worker`), follows it through
+/// its queries, then prints the same summary from the database.
+async fn run_on_temporal(args: RunArgs, config: wflo_core::Config) -> anyhow::Result<u8> {
+    if let Some(id) = args.resume {
+        return Err(coded(
+            exit::USAGE,
+            format!(
+                "--resume is for the local engine; a Temporal run continues by itself once a \
+                 worker is back (`wflo worker`); follow execution {id} with `wflo executions show {id}`"
+            ),
+        ));
+    }
+    if args.record_cassette.is_some() {
+        return Err(coded(
+            exit::USAGE,
+            "--record-cassette records on the local engine; drop --engine temporal to record",
+        ));
+    }
+    let Some(temporal) = config.temporal_config()? else {
+        return Err(coded(
+            exit::USAGE,
+            "--engine temporal needs a Temporal server: set TEMPORAL_ADDRESS (and run `wflo worker` \
+             with the same settings); `cargo xtask services up temporal` starts a dev server",
+        ));
+    };
+    let path = args
+        .file
+        .as_ref()
+        .ok_or_else(|| coded(exit::USAGE, "give the workflow file to run"))?;
+    let def = WorkflowDef::from_file(path)
+        .with_context(|| format!("{} is not a valid workflow", path.display()))?;
+    let wflo = super::connect(config).await?;
+    let client = wflo_core::temporal::TemporalClient::connect(temporal).await?;
+    let id = Uuid::now_v7();
+    let started_run = client
+        .start_wflo(id, &def, args.inputs.iter().cloned().collect(), args.budget)
+        .await?;
+    let workflow_id = started_run.workflow_id;
+    let budget = args.budget.or(def.policies.budget_usd);
+    println!(
+        "running {} on temporal: execution {id}, workflow {workflow_id}{}",
+        def.name,
+        budget
+            .map(|b| format!(", budget {} USD", usd(b)))
+            .unwrap_or_default()
+    );
+    let started = std::time::Instant::now();
+    let result = client.wflo_result(&workflow_id);
+    tokio::pin!(result);
+    let mut shown = 0usize;
+    let mut waiting: Option<Uuid> = None;
+    let mut unanswered_since: Option<std::time::Instant> = None;
+    let mut hinted = false;
+    let mut show = |status: &wflo_core::temporal::WfloStatus| {
+        for step in status.completed_steps.iter().skip(shown) {
+            println!(
+                "  done  {step}  (spend so far {} USD)",
+                usd(status.cost_usd)
+            );
+        }
+        shown = shown.max(status.completed_steps.len());
+        let now = status.pending_approval.as_ref().map(|p| p.approval_id);
+        if now != waiting
+            && let Some(p) = &status.pending_approval
+        {
+            println!(
+                "  waiting for approval {} of step {}: {}\n        decide with `wflo approvals approve {}` or `wflo approvals reject {} --reason ...`",
+                p.approval_id, p.step, p.message, p.approval_id, p.approval_id
+            );
+        }
+        waiting = now;
+    };
+    let outcome = loop {
+        tokio::select! {
+            r = &mut result => break r,
+            _ = tokio::signal::ctrl_c() => {
+                eprintln!(
+                    "detached: workflow {workflow_id} keeps running on temporal; follow execution {id} with `wflo executions show {id}`"
+                );
+                return Ok(130);
+            }
+            _ = tokio::time::sleep(std::time::Duration::from_millis(300)) => {
+                match client.wflo_status(&workflow_id).await {
+                    Ok(status) => {
+                        unanswered_since = None;
+                        show(&status);
+                    }
+                    // Queries are answered by workers: none answering means none is running.
+                    Err(_) => {
+                        let since = *unanswered_since.get_or_insert_with(std::time::Instant::now);
+                        if !hinted && since.elapsed() > std::time::Duration::from_secs(5) {
+                            hinted = true;
+                            eprintln!(
+                                "  no worker has answered for 5 s: start one with `wflo worker` (same TEMPORAL_* settings and database); the run waits for it"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    };
+    if let Ok(status) = client.wflo_status(&workflow_id).await {
+        show(&status);
+    }
+    let budget = stored_budget(&wflo, id).await.ok().flatten().or(budget);
+    print_summary(&wflo, id, &def.name, budget, started.elapsed()).await?;
+    match outcome {
+        Ok(_) => Ok(0),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("execution {id} FAILED"))),
     }
 }
 
