@@ -698,6 +698,37 @@ async fn rollback_restores_variables_and_compensates_in_reverse(
         3,
         "cp2 taken again as v3"
     );
+
+    // A COMPLETED execution rolled back is reopened (FAILED, the rollback as its reason) and
+    // continues from the snapshot like any other.
+    let rb = w
+        .engine()
+        .rollback(id, 1, "the finished run was wrong", "oncall")
+        .await
+        .unwrap();
+    assert_eq!(rb.undone_steps, vec!["s3", "cp2", "s2", "s1"]);
+    let reopened = t.executions().get(id).await.unwrap();
+    assert_eq!(reopened.status, ExecutionStatus::Failed);
+    assert!(
+        reopened
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("rolled back to snapshot 1 by oncall: the finished run was wrong"),
+        "{:?}",
+        reopened.error
+    );
+    let out = run().await.unwrap();
+    assert_eq!(out.status, ExecutionStatus::Completed);
+    assert_eq!(
+        seen.lock().unwrap().last().cloned(),
+        Some(Some(json!(1))),
+        "variables restored from snapshot 1 again"
+    );
+    assert_eq!(
+        log.lock().unwrap()[6..].to_vec(),
+        vec!["undo t2", "undo t1", "do t1", "do t2"]
+    );
 }
 
 // ------------------------------------------------------------------ malformed definitions

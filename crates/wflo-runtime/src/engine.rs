@@ -777,6 +777,32 @@ impl Engine {
                 &workflow,
             ))
             .await?;
+        // A completed execution is complete no more: it is reopened (FAILED with the rollback
+        // as its reason) so that resuming runs the undone steps again.
+        if failure.is_none() && exec.status == ExecutionStatus::Completed {
+            let reopened = tx
+                .executions()
+                .reopen(
+                    execution,
+                    format!(
+                        "rolled back to snapshot {} by {initiated_by}: {reason}; resume it to run the undone steps again",
+                        snap.version
+                    ),
+                )
+                .await?;
+            tx.outbox()
+                .enqueue(events::outbox(
+                    events::workflow_status(
+                        reopened.status.as_str(),
+                        Some(ExecutionStatus::Completed.as_str()),
+                        reopened.error.clone(),
+                        Some(reopened.cost_usd),
+                    ),
+                    execution,
+                    &workflow,
+                ))
+                .await?;
+        }
         tx.commit().await?;
         if let Some(f) = failure {
             return Err(Error::InvalidState(f));

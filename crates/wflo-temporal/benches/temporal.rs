@@ -1,12 +1,20 @@
-//! `cargo xtask bench temporal`: a 3-activity no-op workflow on the local Temporal dev server —
-//! end-to-end p50 latency (start to result, one at a time) and workflows completed per second
-//! with 16 in flight at once — beside the same workflow written with the Temporal Python SDK
+//! `cargo xtask bench temporal`: on the local Temporal dev server, end-to-end p50 latency (start
+//! to result, one at a time) and workflows completed per second with 16 in flight at once, of
+//! * a 3-activity no-op workflow (`NoopWorkflow`: the SDK's own overhead), and
+//! * a 3-step `WfloWorkflow` of no-op tool steps (the real thing: save-execution, three step
+//!   activities through wflo-runtime with their rows and events in PostgreSQL, finish),
+//!
+//! beside the 3-activity workflow written with the Temporal Python SDK
 //! (`benches/temporal_py_baseline.py`, worker in its process, unsandboxed runner), run against
 //! the same server in the same run. Rows go to target/wflo-bench/rows.jsonl.
 
 use std::io::Write;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use wflo_temporal::{TemporalClient, TemporalConfig, TemporalWorker};
+use wflo_db::Backend;
+use wflo_db::testing::TestDb;
+use wflo_runtime::{Engine, FnTool, WorkflowDef};
+use wflo_temporal::{TemporalClient, TemporalConfig, TemporalWorker, wflo_workflow_id};
 
 const LATENCY_RUNS: usize = 25;
 const TOTAL_RUNS: usize = 96;
@@ -22,13 +30,45 @@ fn p50(mut v: Vec<f64>) -> f64 {
     }
 }
 
-async fn one(c: &TemporalClient, queue: &str) -> f64 {
-    let id = format!("{queue}-{}", uuid::Uuid::now_v7().simple());
+/// What one measured run is.
+#[derive(Clone)]
+enum Kind {
+    /// `NoopWorkflow` with 3 activities.
+    Noop,
+    /// `WfloWorkflow` of this definition.
+    Wflo(Arc<WorkflowDef>),
+}
+
+async fn one(c: &TemporalClient, queue: &str, kind: &Kind) -> f64 {
     let t0 = Instant::now();
-    c.start_noop(&id, 3).await.expect("start");
-    assert_eq!(c.noop_result(&id).await.expect("result"), 3);
+    match kind {
+        Kind::Noop => {
+            let id = format!("{queue}-{}", uuid::Uuid::now_v7().simple());
+            c.start_noop(&id, 3).await.expect("start");
+            assert_eq!(c.noop_result(&id).await.expect("result"), 3);
+        }
+        Kind::Wflo(def) => {
+            let execution = uuid::Uuid::now_v7();
+            c.start_wflo(execution, def, serde_json::Map::new(), None)
+                .await
+                .expect("start");
+            let out = c
+                .wflo_result(&wflo_workflow_id(execution))
+                .await
+                .expect("result");
+            assert_eq!(out.status, "COMPLETED");
+        }
+    }
     t0.elapsed().as_secs_f64() * 1000.0
 }
+
+const NOOP_STEPS: &str = r#"
+name: bench-noop-steps
+steps:
+  - {id: one, kind: tool, tool: noop}
+  - {id: two, kind: tool, tool: noop, depends_on: [one]}
+  - {id: three, kind: tool, tool: noop, depends_on: [two]}
+"#;
 
 fn row(figure: &str, ours: f64, baseline: f64, unit: &str, better: &str) {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/wflo-bench");
@@ -47,10 +87,10 @@ fn row(figure: &str, ours: f64, baseline: f64, unit: &str, better: &str) {
 
 /// One Rust phase: latency samples (one at a time) and the wall time of `TOTAL_RUNS` runs with
 /// `CONCURRENCY` in flight.
-async fn rust_phase(c: &TemporalClient, queue: &str) -> (Vec<f64>, f64) {
+async fn rust_phase(c: &TemporalClient, queue: &str, kind: &Kind) -> (Vec<f64>, f64) {
     let mut lat = Vec::with_capacity(LATENCY_RUNS);
     for _ in 0..LATENCY_RUNS {
-        lat.push(one(c, queue).await);
+        lat.push(one(c, queue, kind).await);
     }
     let remaining = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(TOTAL_RUNS));
     let t0 = Instant::now();
@@ -59,6 +99,7 @@ async fn rust_phase(c: &TemporalClient, queue: &str) -> (Vec<f64>, f64) {
         let c = c.clone();
         let q = queue.to_string();
         let remaining = remaining.clone();
+        let kind = kind.clone();
         tasks.push(tokio::spawn(async move {
             while remaining
                 .fetch_update(
@@ -68,7 +109,7 @@ async fn rust_phase(c: &TemporalClient, queue: &str) -> (Vec<f64>, f64) {
                 )
                 .is_ok()
             {
-                one(&c, &q).await;
+                one(&c, &q, &kind).await;
             }
         }));
     }
@@ -131,25 +172,43 @@ async fn main() {
         .task_queue(queue.clone())
         .build()
         .expect("config");
+    let t = TestDb::named(Backend::Postgres, "bench-temporal").await;
+    let engine = Engine::builder(t.db().clone())
+        .tool(
+            "noop",
+            FnTool::new(|_| async { Ok(serde_json::Value::Null) }),
+        )
+        .build()
+        .expect("engine");
     let worker = TemporalWorker::builder(config.clone())
+        .engine(engine)
         .spawn()
         .await
         .expect("worker (is the temporal dev server up?)");
     let c = TemporalClient::connect(config).await.expect("client");
-    for _ in 0..5 {
-        one(&c, &queue).await;
+    let wflo = Kind::Wflo(Arc::new(
+        WorkflowDef::from_yaml(NOOP_STEPS).expect("definition"),
+    ));
+    for kind in [&Kind::Noop, &wflo] {
+        for _ in 0..5 {
+            one(&c, &queue, kind).await;
+        }
     }
 
     // Rust, Python, Python, Rust: load on the shared machine changes over time, so neither
     // side gets all the quiet (or all the busy) moments.
     let (mut ours_lat, mut ours_s) = (Vec::new(), 0.0);
+    let (mut wflo_lat, mut wflo_s) = (Vec::new(), 0.0);
     let (mut base_lat, mut base_s) = (Vec::new(), 0.0);
     for rust_first in [true, false] {
         for rust in [rust_first, !rust_first] {
             if rust {
-                let (l, s) = rust_phase(&c, &queue).await;
+                let (l, s) = rust_phase(&c, &queue, &Kind::Noop).await;
                 ours_lat.extend(l);
                 ours_s += s;
+                let (l, s) = rust_phase(&c, &queue, &wflo).await;
+                wflo_lat.extend(l);
+                wflo_s += s;
             } else {
                 let (l, s) = python_phase(&address).await;
                 base_lat.extend(l);
@@ -162,13 +221,28 @@ async fn main() {
     row(
         "temporal: 3-activity workflow p50 latency (vs python sdk)",
         p50(ours_lat),
-        p50(base_lat),
+        p50(base_lat.clone()),
         "ms",
         "lower",
     );
     row(
         "temporal: workflows/s, 16 in flight (vs python sdk)",
         (2 * TOTAL_RUNS) as f64 / ours_s,
+        (2 * TOTAL_RUNS) as f64 / base_s,
+        "workflows/s",
+        "higher",
+    );
+    let base_p50 = p50(base_lat);
+    row(
+        "temporal: 3-step WfloWorkflow p50 latency (vs python sdk 3-activity workflow)",
+        p50(wflo_lat),
+        base_p50,
+        "ms",
+        "lower",
+    );
+    row(
+        "temporal: WfloWorkflow/s, 16 in flight (vs python sdk 3-activity workflow)",
+        (2 * TOTAL_RUNS) as f64 / wflo_s,
         (2 * TOTAL_RUNS) as f64 / base_s,
         "workflows/s",
         "higher",

@@ -264,8 +264,35 @@ impl<E: crate::Executor> Executions<'_, E> {
         to: ExecutionStatus,
         outcome: Outcome,
     ) -> Result<Execution> {
+        self.transition_from(id, to.allowed_from(), to, outcome)
+            .await
+    }
+
+    /// Reopens a COMPLETED execution after a rollback undid some of its steps: it becomes
+    /// FAILED with `error` (the rollback) and can be resumed. The only way out of COMPLETED;
+    /// any other status is [`Error::InvalidTransition`].
+    pub async fn reopen(&self, id: Uuid, error: String) -> Result<Execution> {
+        self.transition_from(
+            id,
+            &[ExecutionStatus::Completed],
+            ExecutionStatus::Failed,
+            Outcome {
+                outputs: None,
+                error: Some(error),
+            },
+        )
+        .await
+    }
+
+    async fn transition_from(
+        &self,
+        id: Uuid,
+        allowed: &[ExecutionStatus],
+        to: ExecutionStatus,
+        outcome: Outcome,
+    ) -> Result<Execution> {
         let now = Utc::now();
-        let from: Vec<&str> = to.allowed_from().iter().map(|s| s.as_str()).collect();
+        let from: Vec<&str> = allowed.iter().map(|s| s.as_str()).collect();
         let mut update = ex::Entity::update_many()
             .col_expr(ex::Column::Status, Expr::value(to.as_str()))
             .col_expr(ex::Column::UpdatedAt, Expr::value(now));
