@@ -16,8 +16,9 @@ use temporalio_common::RetryPolicy;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::ApplicationFailure;
 use temporalio_sdk::{
-    ActivityCancellationType, ActivityOptions, SyncWorkflowContext, WorkflowCancellationToken,
-    WorkflowContext, WorkflowContextView, WorkflowResult, WorkflowTermination, workflows::select,
+    ActivityCancellationType, ActivityOptions, LocalActivityOptions, SyncWorkflowContext,
+    WorkflowCancellationToken, WorkflowContext, WorkflowContextView, WorkflowResult,
+    WorkflowTermination, workflows::select,
 };
 use uuid::Uuid;
 
@@ -32,6 +33,21 @@ pub(crate) fn activity_options(policy: &ActivityPolicy, extra: Duration) -> Acti
         .build();
     ActivityOptions::with_start_to_close_timeout(policy.start_to_close + extra)
         .retry_policy(retry)
+        .build()
+}
+
+/// Local-activity options from a run's recorded policy: for the short database steps of
+/// `WfloWorkflow` (saving, approvals, finishing), which then need no task-queue round trip.
+pub(crate) fn local_options(policy: &ActivityPolicy) -> LocalActivityOptions {
+    let retry = RetryPolicy::builder()
+        .initial_interval(policy.initial_interval)
+        .backoff_coefficient(policy.backoff_coefficient)
+        .maximum_interval(policy.maximum_interval)
+        .maximum_attempts(policy.maximum_attempts)
+        .build();
+    LocalActivityOptions::builder()
+        .retry_policy(retry)
+        .start_to_close_timeout(policy.start_to_close)
         .build()
 }
 
@@ -237,11 +253,11 @@ impl WfloWorkflow {
 
     async fn await_approval(
         ctx: &mut WorkflowContext<Self>,
-        options: &ActivityOptions,
+        local: &LocalActivityOptions,
         step: &StepRef,
     ) -> Result<(), Stop> {
         let mut ticket = ctx
-            .execute_activity(WfloActivities::open_approval, step.clone(), options.clone())
+            .execute_local_activity(WfloActivities::open_approval, step.clone(), local.clone())
             .await
             .map_err(|e| Self::stop_for(ctx, &e))?;
         while ticket.pending {
@@ -273,13 +289,13 @@ impl WfloWorkflow {
                 None
             };
             ticket = ctx
-                .execute_activity(
+                .execute_local_activity(
                     WfloActivities::close_approval,
                     CloseApproval {
                         approval_id: id,
                         decision,
                     },
-                    options.clone(),
+                    local.clone(),
                 )
                 .await
                 .map_err(|e| Self::stop_for(ctx, &e))?;
@@ -294,6 +310,7 @@ impl WfloWorkflow {
     async fn steps(
         ctx: &mut WorkflowContext<Self>,
         options: &ActivityOptions,
+        local: &LocalActivityOptions,
         execution_id: Uuid,
         plan: Vec<PlannedStep>,
     ) -> Result<serde_json::Map<String, serde_json::Value>, Stop> {
@@ -313,7 +330,7 @@ impl WfloWorkflow {
             };
             ctx.state_mut(|s| s.state.current_step = Some(planned.id.clone()));
             if planned.approval {
-                Self::await_approval(ctx, options, &step).await?;
+                Self::await_approval(ctx, local, &step).await?;
             }
             let done = ctx
                 .execute_activity(WfloActivities::run_step, step, step_options.clone())
@@ -338,28 +355,29 @@ impl WfloWorkflow {
         input: WfloInput,
     ) -> WorkflowResult<WfloOutcome> {
         let options = activity_options(&input.policy, Duration::ZERO);
+        let local = local_options(&input.policy);
         let execution_id = input.execution_id;
         ctx.state_mut(|s| {
             s.state.execution_id = Some(execution_id);
             s.state.status = "STARTING".into();
         });
         let plan = ctx
-            .execute_activity(WfloActivities::open_execution, input, options.clone())
+            .execute_local_activity(WfloActivities::open_execution, input, local.clone())
             .await?;
         ctx.state_mut(|s| s.state.status = "RUNNING".into());
-        let (result, stop) = match Self::steps(ctx, &options, execution_id, plan).await {
+        let (result, stop) = match Self::steps(ctx, &options, &local, execution_id, plan).await {
             Ok(outputs) => (Ok(serde_json::Value::Object(outputs)), None),
             Err(Stop::Fail(message)) => (Err(message.clone()), Some(Stop::Fail(message))),
             Err(Stop::Cancel(reason)) => {
                 // The clean-up runs even though the run is cancelled: a token of its own.
-                let mut cleanup = options.clone();
+                let mut cleanup = local.clone();
                 cleanup.cancellation_token = Some(WorkflowCancellationToken::new());
                 ctx.state_mut(|s| {
                     s.state.status = "CANCELLED".into();
                     s.state.pending_approval = None;
                     s.state.error = Some(reason.clone());
                 });
-                ctx.execute_activity(
+                ctx.execute_local_activity(
                     WfloActivities::cancel_execution,
                     CancelExecution {
                         execution_id,
@@ -372,13 +390,13 @@ impl WfloWorkflow {
             }
         };
         let outcome = ctx
-            .execute_activity(
+            .execute_local_activity(
                 WfloActivities::finish_execution,
                 FinishExecution {
                     execution_id,
                     result,
                 },
-                options,
+                local,
             )
             .await?;
         ctx.state_mut(|s| {
