@@ -15,6 +15,7 @@ use crate::engine::{Engine, RunOptions, RunOutcome};
 use crate::{Error, Result};
 use rust_decimal::Decimal;
 use serde_json::{Map, Value};
+use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 use wflo_db::{ApprovalStatus, ExecutionStatus, Executor, Outcome, StepStatus};
@@ -70,15 +71,27 @@ impl ApprovalTicket {
 impl Engine {
     /// A context on an existing execution with the outputs of its completed steps loaded
     /// (templates of the next step can refer to them).
-    async fn durable_context(&self, execution_id: Uuid) -> Result<(Ctx, WorkflowDef)> {
+    async fn durable_context(&self, execution_id: Uuid) -> Result<(Ctx, Arc<WorkflowDef>)> {
         let exec = self.db().executions().get(execution_id).await?;
-        let stored = self.db().definitions().get(exec.workflow_id).await?;
-        let def = WorkflowDef::from_json(&stored.definition)?;
-        let ctx = self
-            .context(execution_id, &def.name, &RunOptions::default())
-            .await?;
+        let def = self.stored_definition(exec.workflow_id).await?;
+        let ctx = self.context_of(exec, &def.name, &RunOptions::default()).await?;
         ctx.load_completed_outputs();
         Ok((ctx, def))
+    }
+
+    /// A stored definition, parsed once per engine (stored definitions never change).
+    async fn stored_definition(&self, id: Uuid) -> Result<Arc<WorkflowDef>> {
+        if let Some(def) = self.inner.definitions.lock().expect("not poisoned").get(&id) {
+            return Ok(def.clone());
+        }
+        let stored = self.db().definitions().get(id).await?;
+        let def = Arc::new(WorkflowDef::from_json(&stored.definition)?);
+        let mut cache = self.inner.definitions.lock().expect("not poisoned");
+        if cache.len() >= 1_000 {
+            cache.clear();
+        }
+        cache.insert(id, def.clone());
+        Ok(def)
     }
 
     /// Saves an execution of `def` under `execution_id` (the same id again is the same

@@ -87,6 +87,9 @@ pub(crate) struct Inner {
     pub(crate) cache: Option<LlmCache>,
     pub(crate) tools: HashMap<String, Arc<dyn Tool>>,
     pub(crate) config: EngineConfig,
+    /// Parsed definitions by stored id (a stored definition never changes), for engines that
+    /// run an execution one step per call.
+    pub(crate) definitions: std::sync::Mutex<HashMap<Uuid, Arc<WorkflowDef>>>,
 }
 
 /// The in-process engine. Cheap to clone.
@@ -179,6 +182,7 @@ impl EngineBuilder {
                 cache: self.cache,
                 tools: self.tools,
                 config,
+                definitions: Default::default(),
             }),
         })
     }
@@ -460,6 +464,17 @@ impl Engine {
 
     pub(crate) async fn context(&self, id: Uuid, name: &str, options: &RunOptions) -> Result<Ctx> {
         let exec = self.inner.db.executions().get(id).await?;
+        self.context_of(exec, name, options).await
+    }
+
+    /// [`Engine::context`] on an execution row already read.
+    pub(crate) async fn context_of(
+        &self,
+        exec: wflo_db::Execution,
+        name: &str,
+        options: &RunOptions,
+    ) -> Result<Ctx> {
+        let id = exec.id;
         let budget = exec
             .inputs
             .get("budget_usd")
