@@ -74,14 +74,22 @@ impl Engine {
     async fn durable_context(&self, execution_id: Uuid) -> Result<(Ctx, Arc<WorkflowDef>)> {
         let exec = self.db().executions().get(execution_id).await?;
         let def = self.stored_definition(exec.workflow_id).await?;
-        let ctx = self.context_of(exec, &def.name, &RunOptions::default()).await?;
+        let ctx = self
+            .context_of(exec, &def.name, &RunOptions::default())
+            .await?;
         ctx.load_completed_outputs();
         Ok((ctx, def))
     }
 
     /// A stored definition, parsed once per engine (stored definitions never change).
     async fn stored_definition(&self, id: Uuid) -> Result<Arc<WorkflowDef>> {
-        if let Some(def) = self.inner.definitions.lock().expect("not poisoned").get(&id) {
+        if let Some(def) = self
+            .inner
+            .definitions
+            .lock()
+            .expect("not poisoned")
+            .get(&id)
+        {
             return Ok(def.clone());
         }
         let stored = self.db().definitions().get(id).await?;
