@@ -134,10 +134,8 @@ impl Engine {
         }
         let exec = self.db().executions().get(execution_id).await?;
         if exec.status == ExecutionStatus::Pending {
-            let ctx = self
-                .context(execution_id, &def.name, &RunOptions::default())
-                .await?;
-            ctx.set_execution_status(ExecutionStatus::Running, Outcome::default())
+            self.bare_context(&exec, &def.name, &RunOptions::default())
+                .set_execution_status(ExecutionStatus::Running, Outcome::default())
                 .await?;
         }
         Ok(order
@@ -251,7 +249,9 @@ impl Engine {
         execution_id: Uuid,
         result: std::result::Result<Value, String>,
     ) -> Result<RunOutcome> {
-        let (ctx, _) = self.durable_context(execution_id).await?;
+        let current = self.db().executions().get(execution_id).await?;
+        let def = self.stored_definition(current.workflow_id).await?;
+        let ctx = self.bare_context(&current, &def.name, &RunOptions::default());
         let (to, outcome) = match result {
             Ok(outputs) => (
                 ExecutionStatus::Completed,
@@ -268,7 +268,6 @@ impl Engine {
                 },
             ),
         };
-        let current = self.db().executions().get(execution_id).await?;
         let exec = if current.status == to {
             current
         } else {

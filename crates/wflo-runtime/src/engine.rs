@@ -475,12 +475,6 @@ impl Engine {
         options: &RunOptions,
     ) -> Result<Ctx> {
         let id = exec.id;
-        let budget = exec
-            .inputs
-            .get("budget_usd")
-            .and_then(|v| serde_json::from_value::<Option<Decimal>>(v.clone()).ok())
-            .flatten();
-        let inputs = exec.inputs.get("inputs").cloned().unwrap_or(json!({}));
         // Variables come back from the newest snapshot that a rollback has not superseded.
         let vars = match self.inner.db.snapshots().latest(id).await? {
             Some(s) => s.state.get("vars").cloned().unwrap_or(json!({})),
@@ -496,11 +490,34 @@ impl Engine {
             .into_iter()
             .map(|s| (s.step_key.clone(), s))
             .collect();
-        let mut scopes = vec![Scope::Execution(id)];
+        let ctx = self.bare_context(&exec, name, options);
+        {
+            let mut st = ctx.state.lock().expect("state");
+            st.vars = vars.as_object().cloned().unwrap_or_default();
+        }
+        *ctx.steps.lock().expect("steps") = steps;
+        Ok(ctx)
+    }
+
+    /// A context on `exec` without its variables or step rows: enough to change the
+    /// execution's status with its event (no query).
+    pub(crate) fn bare_context(
+        &self,
+        exec: &wflo_db::Execution,
+        name: &str,
+        options: &RunOptions,
+    ) -> Ctx {
+        let budget = exec
+            .inputs
+            .get("budget_usd")
+            .and_then(|v| serde_json::from_value::<Option<Decimal>>(v.clone()).ok())
+            .flatten();
+        let inputs = exec.inputs.get("inputs").cloned().unwrap_or(json!({}));
+        let mut scopes = vec![Scope::Execution(exec.id)];
         scopes.extend(options.scopes.iter().cloned());
-        Ok(Ctx {
+        Ctx {
             engine: self.clone(),
-            execution: id,
+            execution: exec.id,
             workflow: name.to_string(),
             budget,
             scopes,
@@ -508,10 +525,10 @@ impl Engine {
             state: Arc::new(std::sync::Mutex::new(RunState {
                 inputs,
                 outputs: serde_json::Map::new(),
-                vars: vars.as_object().cloned().unwrap_or_default(),
+                vars: serde_json::Map::new(),
             })),
-            steps: Arc::new(std::sync::Mutex::new(steps)),
-        })
+            steps: Arc::new(std::sync::Mutex::new(HashMap::new())),
+        }
     }
 
     async fn drive(&self, id: Uuid, def: &WorkflowDef, options: RunOptions) -> Result<RunOutcome> {
