@@ -1021,13 +1021,7 @@ impl Ctx {
         def: &WorkflowDef,
         step: &StepDef,
     ) -> Result<Value> {
-        let ctx = self.template_context();
-        let p =
-            template::render_params(&step.params, &ctx).map_err(|message| Error::Definition {
-                step: Some(step.id.clone()),
-                line: None,
-                message: format!("template failed: {message}"),
-            })?;
+        let p = self.render_step_params(step)?;
         let s = |name: &str| p.get(name).and_then(Value::as_str).map(str::to_string);
         let num = |name: &str| {
             p.get(name)
@@ -1076,15 +1070,18 @@ impl Ctx {
     /// The approval request an approval step of `def` makes, its templates rendered on this
     /// run's state.
     pub(crate) fn approval_call(&self, def: &WorkflowDef, step: &StepDef) -> Result<ApprovalCall> {
-        let p =
-            template::render_params(&step.params, &self.template_context()).map_err(|message| {
-                Error::Definition {
-                    step: Some(step.id.clone()),
-                    line: None,
-                    message: format!("template failed: {message}"),
-                }
-            })?;
-        approval_call_from(def, step, &p)
+        approval_call_from(def, step, &self.render_step_params(step)?)
+    }
+
+    /// A step's parameters with their templates rendered on this run's state.
+    fn render_step_params(&self, step: &StepDef) -> Result<Map<String, Value>> {
+        template::render_params(&step.params, &self.template_context()).map_err(|message| {
+            Error::Definition {
+                step: Some(step.id.clone()),
+                line: None,
+                message: format!("template failed: {message}"),
+            }
+        })
     }
 
     /// Puts the outputs of the completed steps this context knows into its state (a context

@@ -393,6 +393,15 @@ impl WorkflowDef {
         Ok(())
     }
 
+    /// The step ids in run order; a cycle is [`Error::Definition`] naming it.
+    pub fn run_order(&self) -> Result<Vec<String>> {
+        self.topological_order().map_err(|cycle| Error::Definition {
+            step: cycle.first().cloned(),
+            line: None,
+            message: format!("dependency cycle: {}", cycle.join(" -> ")),
+        })
+    }
+
     /// Step ids in an order where every step comes after its dependencies (ties keep the
     /// written order). A cycle is returned as the ids on it.
     pub fn topological_order(&self) -> std::result::Result<Vec<String>, Vec<String>> {

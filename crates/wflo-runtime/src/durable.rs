@@ -113,11 +113,7 @@ impl Engine {
         budget_usd: Option<Decimal>,
     ) -> Result<Vec<PlannedStep>> {
         def.validate()?;
-        let order = def.topological_order().map_err(|cycle| Error::Definition {
-            step: cycle.first().cloned(),
-            line: None,
-            message: format!("dependency cycle: {}", cycle.join(" -> ")),
-        })?;
+        let order = def.run_order()?;
         let exists = match self.db().executions().get(execution_id).await {
             Ok(_) => true,
             Err(wflo_db::Error::NotFound { .. }) => false,

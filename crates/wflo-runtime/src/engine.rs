@@ -533,11 +533,7 @@ impl Engine {
 
     async fn drive(&self, id: Uuid, def: &WorkflowDef, options: RunOptions) -> Result<RunOutcome> {
         let ctx = self.context(id, &def.name, &options).await?;
-        let order = def.topological_order().map_err(|cycle| Error::Definition {
-            step: cycle.first().cloned(),
-            line: None,
-            message: format!("dependency cycle: {}", cycle.join(" -> ")),
-        })?;
+        let order = def.run_order()?;
         let def2 = def.clone();
         let c = ctx.clone();
         let body = async move {

@@ -25,28 +25,26 @@ use uuid::Uuid;
 /// Activity options from a run's recorded policy; `extra` is added to the start-to-close
 /// timeout (a code run's own timeout).
 pub(crate) fn activity_options(policy: &ActivityPolicy, extra: Duration) -> ActivityOptions {
-    let retry = RetryPolicy::builder()
+    ActivityOptions::with_start_to_close_timeout(policy.start_to_close + extra)
+        .retry_policy(retry_policy(policy))
+        .build()
+}
+
+/// The retry policy a run recorded when it started.
+fn retry_policy(policy: &ActivityPolicy) -> RetryPolicy {
+    RetryPolicy::builder()
         .initial_interval(policy.initial_interval)
         .backoff_coefficient(policy.backoff_coefficient)
         .maximum_interval(policy.maximum_interval)
         .maximum_attempts(policy.maximum_attempts)
-        .build();
-    ActivityOptions::with_start_to_close_timeout(policy.start_to_close + extra)
-        .retry_policy(retry)
         .build()
 }
 
 /// Local-activity options from a run's recorded policy: for the short database steps of
 /// `WfloWorkflow` (saving, approvals, finishing), which then need no task-queue round trip.
 pub(crate) fn local_options(policy: &ActivityPolicy) -> LocalActivityOptions {
-    let retry = RetryPolicy::builder()
-        .initial_interval(policy.initial_interval)
-        .backoff_coefficient(policy.backoff_coefficient)
-        .maximum_interval(policy.maximum_interval)
-        .maximum_attempts(policy.maximum_attempts)
-        .build();
     LocalActivityOptions::builder()
-        .retry_policy(retry)
+        .retry_policy(retry_policy(policy))
         .start_to_close_timeout(policy.start_to_close)
         .build()
 }
