@@ -50,13 +50,16 @@ impl RedisClient {
     /// cannot be reached and [`Error::Auth`] when it refuses the credentials.
     pub async fn connect(config: &RedisConfig) -> Result<RedisClient> {
         let url = redact(&config.url);
-        let fred_config = FredConfig::from_url(&config.url).map_err(|e| Error::InvalidUrl {
+        let mut fred_config = FredConfig::from_url(&config.url).map_err(|e| Error::InvalidUrl {
             url: url.clone(),
             reason: e.details().to_string(),
         })?;
         if config.tls {
             // Pick ring for rustls if no process-wide provider was chosen yet.
             let _ = rustls::crypto::ring::default_provider().install_default();
+            if !config.tls_roots.is_empty() {
+                fred_config.tls = Some(tls_with_extra_roots(&url, &config.tls_roots)?.into());
+            }
         }
         let min = u32::try_from(config.reconnect_min_delay.as_millis()).unwrap_or(u32::MAX);
         let max = u32::try_from(config.reconnect_max_delay.as_millis()).unwrap_or(u32::MAX);
@@ -309,6 +312,26 @@ fn is_auth_message(details: &str) -> bool {
         || d.contains("NOAUTH")
         || d.contains("INVALID PASSWORD")
         || d.contains("INVALID USERNAME-PASSWORD")
+}
+
+/// A rustls client configuration trusting the system's roots and `extra` (DER).
+fn tls_with_extra_roots(url: &str, extra: &[Vec<u8>]) -> Result<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    // The system's roots are a convenience here: unreadable ones are skipped, the given
+    // ones must all load.
+    let (_added, _skipped) =
+        roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    for der in extra {
+        roots
+            .add(rustls::pki_types::CertificateDer::from(der.clone()))
+            .map_err(|e| Error::InvalidConfig {
+                what: "tls root certificates",
+                reason: format!("a certificate for {url} cannot be a trust root: {e}"),
+            })?;
+    }
+    Ok(rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 fn connect_error(url: &str, e: FredError) -> Error {

@@ -47,6 +47,8 @@ pub struct RedisConfig {
     pub(crate) reconnect_min_delay: Duration,
     pub(crate) reconnect_max_delay: Duration,
     pub(crate) tls: bool,
+    /// Extra trusted root certificates (DER) for `rediss://`, on top of the system's.
+    pub(crate) tls_roots: Vec<Vec<u8>>,
 }
 
 impl std::fmt::Debug for RedisConfig {
@@ -60,6 +62,7 @@ impl std::fmt::Debug for RedisConfig {
             .field("reconnect_min_delay", &self.reconnect_min_delay)
             .field("reconnect_max_delay", &self.reconnect_max_delay)
             .field("tls", &self.tls)
+            .field("tls_roots", &self.tls_roots.len())
             .finish()
     }
 }
@@ -78,7 +81,9 @@ impl RedisConfig {
                 reconnect_min_delay: Duration::from_millis(50),
                 reconnect_max_delay: Duration::from_secs(2),
                 tls: false,
+                tls_roots: Vec::new(),
             },
+            tls_root_pem: Vec::new(),
         }
     }
 
@@ -117,6 +122,7 @@ impl RedisConfig {
 #[derive(Debug, Clone)]
 pub struct RedisConfigBuilder {
     config: RedisConfig,
+    tls_root_pem: Vec<u8>,
 }
 
 impl RedisConfigBuilder {
@@ -152,6 +158,15 @@ impl RedisConfigBuilder {
         self
     }
 
+    /// Trusts the CA certificate(s) in `pem` (PEM text, one or more `CERTIFICATE` blocks) for
+    /// `rediss://`, besides the system's roots: for a server whose certificate a private CA
+    /// signed. May be called more than once.
+    pub fn tls_root_certificates_pem(mut self, pem: impl AsRef<[u8]>) -> Self {
+        self.tls_root_pem.extend_from_slice(pem.as_ref());
+        self.tls_root_pem.push(b'\n');
+        self
+    }
+
     /// Validates and returns the configuration.
     pub fn build(mut self) -> Result<RedisConfig> {
         let c = &mut self.config;
@@ -178,6 +193,16 @@ impl RedisConfigBuilder {
         }
         if fred::prelude::Config::from_url(&c.url).is_err() {
             return Err(invalid("the redis client cannot use this url"));
+        }
+        if !self.tls_root_pem.is_empty() {
+            if !c.tls {
+                return Err(Error::InvalidConfig {
+                    what: "tls root certificates",
+                    reason: "they were given for a redis:// url; use rediss:// to connect over tls"
+                        .into(),
+                });
+            }
+            c.tls_roots = parse_pem_certificates(&self.tls_root_pem)?;
         }
         if c.pool_size == 0 || c.pool_size > 256 {
             return Err(Error::InvalidConfig {
@@ -208,6 +233,27 @@ impl RedisConfigBuilder {
     }
 }
 
+/// The DER certificates of every `CERTIFICATE` block in `pem`; none, or a broken block, is an
+/// error.
+fn parse_pem_certificates(pem: &[u8]) -> Result<Vec<Vec<u8>>> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let invalid = |reason: String| Error::InvalidConfig {
+        what: "tls root certificates",
+        reason,
+    };
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .map(|c| c.map(|c| c.as_ref().to_vec()))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| invalid(format!("{e}; give PEM text with BEGIN CERTIFICATE blocks")))?;
+    if certs.is_empty() {
+        return Err(invalid(
+            "no BEGIN CERTIFICATE block found; give the CA certificate as PEM text".into(),
+        ));
+    }
+    Ok(certs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,6 +272,55 @@ mod tests {
         assert_eq!(c.pool_size(), 8);
         assert!(!format!("{c:?}").contains("secret"));
         assert!(c.redacted_url().contains("***"));
+    }
+
+    #[test]
+    fn tls_root_certificates_are_checked_when_built() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let ca = rcgen::CertificateParams::new(vec!["ca.test".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap()
+            .pem();
+        let c = RedisConfig::builder("rediss://127.0.0.1:6380")
+            .tls_root_certificates_pem(&ca)
+            .tls_root_certificates_pem(&ca)
+            .build()
+            .unwrap();
+        assert_eq!(c.tls_roots.len(), 2);
+
+        let err = RedisConfig::builder("redis://127.0.0.1:6379")
+            .tls_root_certificates_pem(&ca)
+            .build()
+            .unwrap_err();
+        assert!(err.to_string().contains("use rediss://"), "{err}");
+
+        for bad in [
+            "",
+            "not pem",
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        ] {
+            let err = RedisConfig::builder("rediss://127.0.0.1:6380")
+                .tls_root_certificates_pem(bad)
+                .build()
+                .unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    Error::InvalidConfig {
+                        what: "tls root certificates",
+                        ..
+                    }
+                ),
+                "{bad:?}: {err:?}"
+            );
+        }
+        let broken = "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n";
+        let err = RedisConfig::builder("rediss://127.0.0.1:6380")
+            .tls_root_certificates_pem(broken)
+            .build()
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidConfig { .. }), "{err:?}");
     }
 
     #[test]

@@ -320,3 +320,88 @@ async fn watchdog_reports_loss_when_the_key_is_deleted_behind_its_back() {
         .expect("watchdog did not report the lost lock at its next renewal");
     assert!(!g.release().await.unwrap());
 }
+
+/// A CA and a server certificate for 127.0.0.1 it signed, written as PEM files into `dir`;
+/// returns the CA's PEM text.
+fn private_ca_and_server_cert(dir: &std::path::Path) -> String {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "wflo test ca");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let server_key = KeyPair::generate().unwrap();
+    let server_cert = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".into()])
+        .unwrap()
+        .signed_by(&server_key, &issuer)
+        .unwrap();
+    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
+    std::fs::write(dir.join("server.pem"), server_cert.pem()).unwrap();
+    std::fs::write(dir.join("server.key"), server_key.serialize_pem()).unwrap();
+    ca_cert.pem()
+}
+
+#[tokio::test]
+async fn rediss_to_a_server_signed_by_a_private_ca_works_when_that_ca_is_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_pem = private_ca_and_server_cert(dir.path());
+    let tls_port = free_port();
+    let path = |f: &str| dir.path().join(f).display().to_string();
+    let _server = PrivateRedis::start(&[
+        "--tls-port",
+        &tls_port.to_string(),
+        "--tls-cert-file",
+        &path("server.pem"),
+        "--tls-key-file",
+        &path("server.key"),
+        "--tls-ca-cert-file",
+        &path("ca.pem"),
+        "--tls-auth-clients",
+        "no",
+    ]);
+    let url = format!("rediss://127.0.0.1:{tls_port}");
+    let trusted = RedisConfig::builder(&url)
+        .key_prefix(unique_prefix("tls"))
+        .pool_size(2)
+        .connect_timeout(Duration::from_secs(2))
+        .tls_root_certificates_pem(&ca_pem)
+        .build()
+        .unwrap();
+    let c = RedisClient::connect(&trusted).await.unwrap();
+    let health = c.health().await.unwrap();
+    assert_eq!(health.connected, 2, "{health:?}");
+    c.set("k", "über tls".as_bytes(), None).await.unwrap();
+    assert_eq!(
+        c.get("k").await.unwrap().as_deref(),
+        Some("über tls".as_bytes())
+    );
+    // The lock works over TLS too (its scripts and fencing counter).
+    let lock = DistributedLock::redis(c.clone());
+    let opts = LockOptions::builder(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let guard = lock
+        .try_acquire("res", &opts)
+        .await
+        .unwrap()
+        .expect("free lock");
+    assert!(guard.release().await.unwrap());
+
+    // Without the private CA the server's certificate is not trusted: unreachable, and the
+    // reason says why.
+    let untrusted = RedisConfig::builder(&url)
+        .key_prefix(unique_prefix("tls"))
+        .pool_size(1)
+        .connect_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let err = RedisClient::connect(&untrusted).await.unwrap_err();
+    assert!(matches!(err, Error::Unreachable { .. }), "{err:?}");
+    assert!(
+        err.to_string().to_lowercase().contains("certificate"),
+        "the reason should name the certificate: {err}"
+    );
+}

@@ -24,7 +24,7 @@ Exit codes:
   4  a service is unreachable (database, Redis, Kafka, Temporal, Docker)
 
 Settings come from the environment: DATABASE_URL (default sqlite://wflo.db?mode=rwc), REDIS_URL,
-KAFKA_BOOTSTRAP_SERVERS, TEMPORAL_ADDRESS, WFLO_SANDBOX_IMAGE, DOCKER_HOST, OPENAI_API_KEY,
+REDIS_CA_FILE, KAFKA_BOOTSTRAP_SERVERS, TEMPORAL_ADDRESS, WFLO_SANDBOX_IMAGE, DOCKER_HOST, OPENAI_API_KEY,
 ANTHROPIC_API_KEY, WFLO_LLM_CASSETTE (offline replay), WFLO_LLM_PROVIDER, WFLO_PRICES_FILE.
 `wflo doctor` checks them.";
 

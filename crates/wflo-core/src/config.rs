@@ -45,6 +45,7 @@ impl std::fmt::Debug for LlmSettings {
 pub struct Config {
     pub(crate) database_url: String,
     pub(crate) redis_url: Option<String>,
+    pub(crate) redis_ca_file: Option<PathBuf>,
     pub(crate) kafka_bootstrap: Option<String>,
     pub(crate) temporal_address: Option<String>,
     pub(crate) temporal_namespace: String,
@@ -61,6 +62,7 @@ impl Config {
         ConfigBuilder(Config {
             database_url: DEFAULT_DATABASE_URL.into(),
             redis_url: None,
+            redis_ca_file: None,
             kafka_bootstrap: None,
             temporal_address: None,
             temporal_namespace: "default".into(),
@@ -78,6 +80,7 @@ impl Config {
     /// |---|---|---|
     /// | `DATABASE_URL` | PostgreSQL or SQLite URL | `sqlite://wflo.db?mode=rwc` |
     /// | `REDIS_URL` | Redis for the response cache | in-process cache |
+    /// | `REDIS_CA_FILE` | PEM CA certificate(s) trusted for a `rediss://` server, besides the system's | system roots |
     /// | `KAFKA_BOOTSTRAP_SERVERS` | brokers for the outbox relay | events stay in the outbox |
     /// | `TEMPORAL_ADDRESS`, `TEMPORAL_NAMESPACE`, `TEMPORAL_TASK_QUEUE` | durable engine | in-process engine; `default`; `wflo-tasks` |
     /// | `WFLO_SANDBOX_IMAGE`, `DOCKER_HOST` | sandbox image and engine socket | `wflo-sandbox-python:3.11`; the local socket |
@@ -98,6 +101,7 @@ impl Config {
             b = b.database_url(v);
         }
         b.0.redis_url = get("REDIS_URL");
+        b.0.redis_ca_file = get("REDIS_CA_FILE").map(PathBuf::from);
         b.0.kafka_bootstrap = get("KAFKA_BOOTSTRAP_SERVERS");
         b.0.temporal_address = get("TEMPORAL_ADDRESS");
         if let Some(v) = get("TEMPORAL_NAMESPACE") {
@@ -194,6 +198,26 @@ impl Config {
         self.sandbox_config()
     }
 
+    /// The Redis client configuration, `None` when `REDIS_URL` is not set; reads the
+    /// `REDIS_CA_FILE` certificates.
+    pub fn redis_config(&self) -> Result<Option<crate::cache::RedisConfig>> {
+        let Some(url) = &self.redis_url else {
+            return Ok(None);
+        };
+        let mut b = wflo_cache::RedisConfig::builder(url.clone());
+        if let Some(path) = &self.redis_ca_file {
+            let pem = std::fs::read(path).map_err(|e| {
+                Error::Config(format!(
+                    "cannot read REDIS_CA_FILE {}: {e}; point it at a PEM file with the CA \
+                     certificate",
+                    path.display()
+                ))
+            })?;
+            b = b.tls_root_certificates_pem(pem);
+        }
+        Ok(Some(b.build()?))
+    }
+
     pub(crate) fn sandbox_config(&self) -> Result<wflo_sandbox::SandboxConfig> {
         let mut b = wflo_sandbox::SandboxConfig::builder();
         if let Some(image) = &self.sandbox_image {
@@ -264,6 +288,12 @@ impl ConfigBuilder {
         self.0.redis_url = Some(url.into());
         self
     }
+    /// A PEM file with the CA certificate(s) to trust for a `rediss://` Redis, besides the
+    /// system's roots.
+    pub fn redis_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.0.redis_ca_file = Some(path.into());
+        self
+    }
     /// Kafka bootstrap servers for the relay.
     pub fn kafka_bootstrap(mut self, servers: impl Into<String>) -> Self {
         self.0.kafka_bootstrap = Some(servers.into());
@@ -293,6 +323,16 @@ impl ConfigBuilder {
             return Err(Error::Config(format!(
                 "unknown LLM provider `{p}` in WFLO_LLM_PROVIDER; use openai, anthropic or replay"
             )));
+        }
+        if let Some(url) = &self.0.redis_url {
+            wflo_cache::RedisConfig::builder(url.clone()).build()?;
+        }
+        if self.0.redis_ca_file.is_some() && self.0.redis_url.is_none() {
+            return Err(Error::Config(
+                "REDIS_CA_FILE is set but REDIS_URL is not; set REDIS_URL to the rediss:// server \
+                 or unset REDIS_CA_FILE"
+                    .into(),
+            ));
         }
         if self.0.temporal_namespace.is_empty() || self.0.temporal_task_queue.is_empty() {
             return Err(Error::Config(
@@ -356,5 +396,45 @@ mod tests {
             .llm_provider()
             .expect_err("a missing key is an error");
         assert!(e.to_string().contains("OPENAI_API_KEY"), "{e}");
+    }
+
+    #[test]
+    fn a_redis_ca_file_is_read_and_checked() {
+        let e = Config::from_vars(vars(&[("REDIS_CA_FILE", "/tmp/ca.pem")])).unwrap_err();
+        assert!(e.to_string().contains("REDIS_URL is not"), "{e}");
+        let e = Config::from_vars(vars(&[("REDIS_URL", "http://127.0.0.1:6379")])).unwrap_err();
+        assert!(e.to_string().contains("redis"), "{e}");
+
+        let missing = Config::from_vars(vars(&[
+            ("REDIS_URL", "rediss://127.0.0.1:6380"),
+            ("REDIS_CA_FILE", "/nonexistent/wflo-ca.pem"),
+        ]))
+        .unwrap();
+        let e = missing.redis_config().unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("cannot read REDIS_CA_FILE /nonexistent/wflo-ca.pem"),
+            "{e}"
+        );
+
+        // A file without a certificate is refused by the cache's own check.
+        let dir = tempfile::tempdir().unwrap();
+        let not_pem = dir.path().join("not.pem");
+        std::fs::write(&not_pem, "hello").unwrap();
+        let c = Config::builder()
+            .redis_url("rediss://127.0.0.1:6380")
+            .redis_ca_file(&not_pem)
+            .build()
+            .unwrap();
+        let e = c.redis_config().unwrap_err();
+        assert!(e.to_string().contains("CERTIFICATE"), "{e}");
+
+        assert!(
+            Config::from_vars(HashMap::new())
+                .unwrap()
+                .redis_config()
+                .unwrap()
+                .is_none()
+        );
     }
 }

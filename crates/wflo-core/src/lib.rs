@@ -182,12 +182,9 @@ impl Wflo {
         let costs =
             wflo_cost::CostTracker::new(db.clone(), catalog, wflo_cost::CostConfig::default());
         let cache_config = wflo_cache::LlmCacheConfig::builder().build()?;
-        let cache = match &config.redis_url {
-            Some(url) => {
-                let client = wflo_cache::RedisClient::connect(
-                    &wflo_cache::RedisConfig::builder(url.clone()).build()?,
-                )
-                .await?;
+        let cache = match config.redis_config()? {
+            Some(redis) => {
+                let client = wflo_cache::RedisClient::connect(&redis).await?;
                 wflo_cache::LlmCache::redis(client, cache_config)
             }
             None => wflo_cache::LlmCache::in_process(10_000, cache_config),

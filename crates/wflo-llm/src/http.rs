@@ -35,6 +35,8 @@ enum AttemptError {
         request_id: Option<String>,
     },
     Timeout,
+    /// The TCP/TLS connection was not established within the connect timeout.
+    ConnectTimeout,
     Connection(String),
 }
 
@@ -42,12 +44,16 @@ impl AttemptError {
     fn retryable(&self) -> bool {
         match self {
             AttemptError::Status { status, .. } => *status == 429 || *status >= 500,
-            AttemptError::Timeout | AttemptError::Connection(_) => true,
+            AttemptError::Timeout | AttemptError::ConnectTimeout | AttemptError::Connection(_) => {
+                true
+            }
         }
     }
 
     fn from_reqwest(e: &reqwest::Error) -> Self {
-        if e.is_timeout() {
+        if e.is_connect() && e.is_timeout() {
+            AttemptError::ConnectTimeout
+        } else if e.is_timeout() {
             AttemptError::Timeout
         } else {
             // Print the whole source chain (it never holds headers, so never the key).
@@ -71,6 +77,7 @@ pub(crate) struct HttpCore {
     headers: HeaderMap,
     retry: RetryConfig,
     timeout: Duration,
+    connect_timeout: Duration,
     breakers: Breakers,
     request_id_header: &'static str,
 }
@@ -124,6 +131,7 @@ impl HttpCore {
             headers,
             retry: config.retry.clone(),
             timeout: config.timeout,
+            connect_timeout: config.connect_timeout,
             breakers: Breakers::new(config.breaker.clone()),
             request_id_header,
         })
@@ -226,6 +234,14 @@ impl HttpCore {
                 provider,
                 attempts,
                 timeout: self.timeout,
+            },
+            AttemptError::ConnectTimeout => Error::Connection {
+                provider,
+                attempts,
+                message: format!(
+                    "no connection within the connect timeout ({:?})",
+                    self.connect_timeout
+                ),
             },
             AttemptError::Connection(message) => Error::Connection {
                 provider,

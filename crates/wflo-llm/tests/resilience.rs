@@ -234,6 +234,59 @@ async fn an_unreachable_server_is_a_connection_error_after_retries() {
     }
 }
 
+/// A listener whose accept queue is full drops new SYNs, so a connect to it hangs: the
+/// loopback stand-in for a blackholed address.
+async fn blackholed_port() -> (u16, Vec<tokio::net::TcpStream>, tokio::net::TcpListener) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        match tokio::time::timeout(
+            Duration::from_millis(300),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        {
+            Ok(Ok(s)) => held.push(s),
+            Ok(Err(e)) => panic!("probe connect failed: {e}"),
+            Err(_) => return (addr.port(), held, listener),
+        }
+    }
+    panic!("the accept queue never filled: connects kept succeeding");
+}
+
+#[tokio::test]
+async fn a_connect_that_hangs_ends_at_the_connect_timeout_of_each_attempt() {
+    let (port, _held, _listener) = blackholed_port().await;
+    let cfg = ProviderConfig::builder()
+        .api_key("k")
+        .base_url(&format!("http://127.0.0.1:{port}/v1"))
+        .unwrap()
+        .connect_timeout(Duration::from_millis(250))
+        .timeout(Duration::from_secs(30))
+        .retry(fast_retry(2))
+        .build()
+        .unwrap();
+    let p = OpenAiProvider::new(&cfg).unwrap();
+    let start = Instant::now();
+    match p.complete(&req("gpt-4o")).await.unwrap_err() {
+        Error::Connection {
+            attempts, message, ..
+        } => {
+            assert_eq!(attempts, 2);
+            assert!(message.contains("connect timeout"), "{message}");
+            assert!(message.contains("250ms"), "{message}");
+        }
+        e => panic!("expected a connection error, got {e:?}"),
+    }
+    let took = start.elapsed();
+    // Two attempts of 250 ms each, not the 30 s total timeout.
+    assert!(took >= Duration::from_millis(500), "{took:?}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+}
+
 #[tokio::test]
 async fn the_breaker_opens_refuses_half_opens_and_closes() {
     let server = MockServer::start().await;

@@ -4,7 +4,7 @@ use crate::exit::{UNREACHABLE, USAGE, coded};
 use std::time::Duration;
 use wflo_core::Config;
 use wflo_core::bus::{Bus, BusConfig};
-use wflo_core::cache::{RedisClient, RedisConfig};
+use wflo_core::cache::RedisClient;
 use wflo_core::db::{Db, DbConfig, redact};
 use wflo_core::llm::{ProviderConfig, ReplayProvider, create_provider};
 use wflo_core::sandbox::SandboxRuntime;
@@ -112,7 +112,10 @@ async fn redis(config: &Config) -> Check {
     };
     let shown = wflo_core::db::redact(url);
     let result = within("Redis", async {
-        let c = RedisConfig::builder(url).build().map_err(|e| chain(&e))?;
+        let c = config
+            .redis_config()
+            .map_err(|e| chain(&e))?
+            .ok_or_else(|| "REDIS_URL is empty".to_string())?;
         let client = RedisClient::connect(&c).await.map_err(|e| chain(&e))?;
         client.health().await.map_err(|e| chain(&e))
     })
