@@ -509,33 +509,10 @@ fn ledger_tokens(u: &TokenUsage) -> wflo_db::LedgerTokens {
     }
 }
 
-/// Whether retrying may succeed: SQLite busy/locked, PostgreSQL deadlock, serialization or
-/// multixact-contention failure. The operation's transaction was rolled back, so a retry is
-/// safe.
+/// Whether retrying may succeed: the database rolled the operation's transaction back under
+/// contention ([`wflo_db::Error::is_retryable`]), so a retry is safe.
 fn is_transient(e: &Error) -> bool {
-    let Error::Db(db) = e else { return false };
-    if !matches!(db, wflo_db::Error::Database { .. }) {
-        return false;
-    }
-    let mut text = db.to_string();
-    let mut src = std::error::Error::source(db);
-    while let Some(s) = src {
-        text.push_str(&s.to_string());
-        src = s.source();
-    }
-    let text = text.to_lowercase();
-    [
-        "database is locked",
-        "database table is locked",
-        "sqlite_busy",
-        "deadlock detected",
-        "could not serialize",
-        // PostgreSQL aborts a transaction with this under heavy KEY SHARE + UPDATE contention
-        // on one budget row (the foreign keys of concurrent reservations); it rolled back.
-        "new multixact has more than one updating member",
-    ]
-    .iter()
-    .any(|m| text.contains(m))
+    matches!(e, Error::Db(db) if db.is_retryable())
 }
 
 impl CostTracker {

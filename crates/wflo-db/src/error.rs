@@ -130,6 +130,38 @@ impl Error {
         }
     }
 
+    /// Whether running the failed operation again may succeed: the database aborted its
+    /// transaction (so nothing of it was applied) because of contention — a PostgreSQL
+    /// deadlock, serialization failure, lock not available or multixact conflict, or a busy or
+    /// locked SQLite database. Constraint violations, refused transitions and lost
+    /// connections are not retryable here (a lost connection may have committed).
+    pub fn is_retryable(&self) -> bool {
+        use sea_orm::{DbErr, RuntimeErr, sqlx};
+        let Error::Database { source, .. } = self else {
+            return false;
+        };
+        let Some(
+            DbErr::Exec(RuntimeErr::SqlxError(e))
+            | DbErr::Query(RuntimeErr::SqlxError(e))
+            | DbErr::Conn(RuntimeErr::SqlxError(e)),
+        ) = source.downcast_ref::<DbErr>()
+        else {
+            return false;
+        };
+        let sqlx::Error::Database(e) = e.as_ref() else {
+            return false;
+        };
+        let code = e.code().unwrap_or_default();
+        if e.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+            // SQLITE_BUSY (5) and SQLITE_LOCKED (6), with their extended codes.
+            return code.parse::<i32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6));
+        }
+        matches!(&*code, "40001" | "40P01" | "55P03")
+            // An internal error (XX000) PostgreSQL raises under heavy KEY SHARE + UPDATE
+            // contention on one row; the transaction was rolled back.
+            || e.message().contains("new multixact has more than one updating member")
+    }
+
     /// Whether a unique constraint refused the write (the caller may pick another key).
     pub(crate) fn is_unique_violation(&self) -> bool {
         matches!(self, Error::AlreadyExists { .. })

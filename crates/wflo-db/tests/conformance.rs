@@ -1594,3 +1594,92 @@ async fn a_budget_batch_is_its_operations_in_order(
     );
     assert_eq!(t.budgets().count_pending().await.unwrap(), 0);
 }
+
+#[rstest]
+#[tokio::test]
+async fn contention_aborts_are_retryable_and_other_failures_are_not(
+    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
+) {
+    let t = TestDb::new(backend).await;
+    let (_, a) = execution(&t).await;
+    let (_, b) = execution(&t).await;
+    let one = Tokens {
+        prompt: 1,
+        completion: 0,
+    };
+    let err = match backend {
+        Backend::Postgres => {
+            // Two transactions lock the two rows in opposite orders: PostgreSQL aborts one of
+            // them with a deadlock.
+            let tx1 = t.begin().await.unwrap();
+            let tx2 = t.begin().await.unwrap();
+            tx1.executions()
+                .add_cost(a.id, None, dec!(0.1), one)
+                .await
+                .unwrap();
+            tx2.executions()
+                .add_cost(b.id, None, dec!(0.1), one)
+                .await
+                .unwrap();
+            let (r1, r2) = tokio::join!(
+                async {
+                    let r = tx1.executions().add_cost(b.id, None, dec!(0.1), one).await;
+                    (r, tx1)
+                },
+                async {
+                    let r = tx2.executions().add_cost(a.id, None, dec!(0.1), one).await;
+                    (r, tx2)
+                },
+            );
+            match (r1, r2) {
+                ((Err(e), tx_a), (Ok(()), tx_b)) | ((Ok(()), tx_b), (Err(e), tx_a)) => {
+                    tx_a.rollback().await.unwrap();
+                    tx_b.commit().await.unwrap();
+                    e
+                }
+                (x, y) => panic!("expected one deadlock victim: {:?} / {:?}", x.0, y.0),
+            }
+        }
+        Backend::Sqlite => {
+            // A writer holds the database; a second writer gives up after the busy timeout.
+            let tx1 = t.begin().await.unwrap();
+            tx1.executions()
+                .add_cost(a.id, None, dec!(0.1), one)
+                .await
+                .unwrap();
+            let err = t.begin().await.map(|_| ()).unwrap_err();
+            tx1.commit().await.unwrap();
+            err
+        }
+        other => panic!("no contention case for {other:?}"),
+    };
+    assert!(err.is_retryable(), "{err:?}");
+    // What committed is there exactly once.
+    let total = t.executions().get(a.id).await.unwrap().cost_usd
+        + t.executions().get(b.id).await.unwrap().cost_usd;
+    let expected = if backend == Backend::Postgres {
+        dec!(0.2)
+    } else {
+        dec!(0.1)
+    };
+    assert_eq!(total, expected);
+
+    // Constraint violations are final.
+    let fk = t
+        .executions()
+        .create(NewExecution::new(Uuid::now_v7(), json!({})))
+        .await
+        .unwrap_err();
+    assert!(!fk.is_retryable(), "{fk:?}");
+    let dup = t
+        .definitions()
+        .create(NewDefinition {
+            name: "wf".into(),
+            version: Some(1),
+            description: None,
+            definition: json!({}),
+        })
+        .await
+        .unwrap_err();
+    assert!(!dup.is_retryable(), "{dup:?}");
+}
