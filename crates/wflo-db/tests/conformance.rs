@@ -1595,6 +1595,95 @@ async fn a_budget_batch_is_its_operations_in_order(
     assert_eq!(t.budgets().count_pending().await.unwrap(), 0);
 }
 
+/// The sweeper's expiry is a batch operation too: it frees the hold without a charge, a
+/// repeat or an expiry of something already closed is refused, a settle earlier in the same
+/// batch wins, and `expire_due` frees only what is due.
+#[rstest]
+#[tokio::test]
+async fn expiring_reservations_frees_them_in_batches(
+    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
+) {
+    let t = TestDb::new(backend).await;
+    let budget = t
+        .budgets()
+        .create(wflo_db::NewBudget {
+            key: wflo_db::BudgetKey::new("tenant:batch", ""),
+            limit_usd: dec!(1.00),
+        })
+        .await
+        .unwrap();
+    let out = t
+        .budgets()
+        .apply(&[
+            hold("x", dec!(0.10)),
+            hold("y", dec!(0.20)),
+            hold("z", dec!(0.30)),
+        ])
+        .await
+        .unwrap();
+    let (x, _) = reserved(&out[0]);
+    let (y, _) = reserved(&out[1]);
+    let (z, _) = reserved(&out[2]);
+
+    let out = t
+        .budgets()
+        .apply(&[
+            wflo_db::BudgetOp::Expire(x.id),
+            wflo_db::BudgetOp::Expire(x.id),
+            charge(y.id, dec!(0.15)),
+            wflo_db::BudgetOp::Expire(y.id),
+        ])
+        .await
+        .unwrap();
+    match &out[0] {
+        Ok(wflo_db::BudgetOpOutcome::Expire(r)) => {
+            assert_eq!(r.id, x.id);
+            assert_eq!(r.status, wflo_db::ReservationStatus::Expired);
+            assert_eq!(r.actual_usd, None);
+        }
+        other => panic!("expected an expiry, got {other:?}"),
+    }
+    assert!(
+        matches!(&out[1], Err(Error::InvalidTransition { from, .. }) if from == "EXPIRED"),
+        "{:?}",
+        out[1]
+    );
+    assert!(matches!(out[2], Ok(wflo_db::BudgetOpOutcome::Settle(_))));
+    assert!(
+        matches!(&out[3], Err(Error::InvalidTransition { from, .. }) if from == "SETTLED"),
+        "{:?}",
+        out[3]
+    );
+    let b = t.budgets().get(budget.id).await.unwrap();
+    assert_eq!((b.spent_usd, b.reserved_usd), (dec!(0.15), dec!(0.30)));
+
+    // The sweeper: z is not due at now, it is five minutes later.
+    let now = chrono::Utc::now();
+    assert!(t.budgets().expire_due(now, 100).await.unwrap().is_empty());
+    let swept = t
+        .budgets()
+        .expire_due(now + chrono::Duration::minutes(6), 100)
+        .await
+        .unwrap();
+    assert_eq!(swept.iter().map(|r| r.id).collect::<Vec<_>>(), vec![z.id]);
+    let b = t.budgets().get(budget.id).await.unwrap();
+    assert_eq!((b.spent_usd, b.reserved_usd), (dec!(0.15), dec!(0)));
+    assert_eq!(t.budgets().count_pending().await.unwrap(), 0);
+
+    // A late settle of an expired reservation still charges, freeing nothing.
+    let out = t
+        .budgets()
+        .apply(&[charge(z.id, dec!(0.05))])
+        .await
+        .unwrap();
+    match &out[0] {
+        Ok(wflo_db::BudgetOpOutcome::Settle(s)) => assert!(s.late),
+        other => panic!("expected a late settlement, got {other:?}"),
+    }
+    let b = t.budgets().get(budget.id).await.unwrap();
+    assert_eq!((b.spent_usd, b.reserved_usd), (dec!(0.20), dec!(0)));
+}
+
 #[rstest]
 #[tokio::test]
 async fn contention_aborts_are_retryable_and_other_failures_are_not(

@@ -363,6 +363,8 @@ repository!(
 
 const ENTITY: &str = "budget";
 const RES: &str = "budget reservation";
+/// How many reservations one sweeper transaction expires.
+const EXPIRE_BATCH: usize = 128;
 
 impl<E: crate::Executor> Budgets<'_, E> {
     async fn begin(&self, what: &'static str) -> Result<DatabaseTransaction> {
@@ -530,8 +532,8 @@ impl<E: crate::Executor> Budgets<'_, E> {
     }
 
     /// The sweeper: frees up to `limit` pending reservations whose expiry is at or before
-    /// `now` (each in its own transaction; a reservation settled meanwhile is left alone).
-    /// Returns the expired reservations.
+    /// `now`, in batches of [`BudgetOp::Expire`] (a reservation settled or released meanwhile
+    /// is left alone). Returns the expired reservations.
     pub async fn expire_due(&self, now: DateTime<Utc>, limit: u64) -> Result<Vec<Reservation>> {
         let due: Vec<Uuid> = rs::Entity::find()
             .select_only()
@@ -545,24 +547,16 @@ impl<E: crate::Executor> Budgets<'_, E> {
             .await
             .map_err(db_err(RES, "finding expired reservations"))?;
         let mut expired = Vec::with_capacity(due.len());
-        for id in due {
-            let txn = self.begin("beginning an expiry").await?;
-            let stamp = Utc::now();
-            if let Some(res) = close(
-                &txn,
-                id,
-                ReservationStatus::Pending,
-                ReservationStatus::Expired,
-                None,
-                stamp,
-            )
-            .await?
-            {
-                move_amounts(&txn, id, res.amount_nano_usd, 0, stamp).await?;
-                txn.commit()
-                    .await
-                    .map_err(db_err(RES, "committing an expiry"))?;
-                expired.push(res.try_into()?);
+        for chunk in due.chunks(EXPIRE_BATCH) {
+            let ops: Vec<BudgetOp<'_>> = chunk.iter().copied().map(BudgetOp::Expire).collect();
+            for outcome in self.apply(&ops).await? {
+                match outcome {
+                    Ok(BudgetOpOutcome::Expire(r)) => expired.push(r),
+                    // Closed by a settle or release since it was listed.
+                    Err(Error::InvalidTransition { .. }) => {}
+                    Ok(_) => return Err(mismatch()),
+                    Err(e) => return Err(e),
+                }
             }
         }
         Ok(expired)
@@ -690,88 +684,6 @@ async fn find_model<C: sea_orm::ConnectionTrait>(
 
 async fn find_on<C: sea_orm::ConnectionTrait>(conn: &C, key: &BudgetKey) -> Result<Option<Budget>> {
     Ok(find_model(conn, key).await?.map(Budget::from))
-}
-
-/// Moves a reservation `from` → `to` in one conditional UPDATE; `None` when it was not in
-/// `from`.
-async fn close(
-    txn: &DatabaseTransaction,
-    id: Uuid,
-    from: ReservationStatus,
-    to: ReservationStatus,
-    actual: Option<i64>,
-    now: DateTime<Utc>,
-) -> Result<Option<rs::Model>> {
-    let mut update = rs::Entity::update_many()
-        .col_expr(rs::Column::Status, Expr::value(to.as_str()))
-        .col_expr(rs::Column::ClosedAt, Expr::value(now));
-    if let Some(actual) = actual {
-        update = update.col_expr(rs::Column::ActualNanoUsd, Expr::value(actual));
-    }
-    update
-        .filter(rs::Column::Id.eq(id))
-        .filter(rs::Column::Status.eq(from.as_str()))
-        .exec_with_returning(txn)
-        .await
-        .map_err(db_err(RES, "closing a reservation"))
-        .map(|v| v.into_iter().next())
-}
-
-/// For each budget of a reservation (in key order, the order reserve locks them): frees
-/// `freed` from `reserved` and adds `charged` to `spent`. Returns the budgets after.
-async fn move_amounts(
-    txn: &DatabaseTransaction,
-    reservation_id: Uuid,
-    freed: i64,
-    charged: i64,
-    now: DateTime<Utc>,
-) -> Result<Vec<bg::Model>> {
-    let ids: Vec<Uuid> = rsc::Entity::find()
-        .select_only()
-        .column(rsc::Column::BudgetId)
-        .filter(rsc::Column::ReservationId.eq(reservation_id))
-        .into_tuple()
-        .all(txn)
-        .await
-        .map_err(db_err(RES, "reading a reservation's budgets"))?;
-    let ordered: Vec<Uuid> = if ids.len() > 1 {
-        bg::Entity::find()
-            .select_only()
-            .column(bg::Column::Id)
-            .filter(bg::Column::Id.is_in(ids))
-            .order_by_asc(bg::Column::Scope)
-            .order_by_asc(bg::Column::Period)
-            .into_tuple()
-            .all(txn)
-            .await
-            .map_err(db_err(ENTITY, "ordering budgets"))?
-    } else {
-        ids
-    };
-    let mut out = Vec::with_capacity(ordered.len());
-    for id in ordered {
-        let mut update =
-            bg::Entity::update_many().col_expr(bg::Column::UpdatedAt, Expr::value(now));
-        if freed != 0 {
-            update = update.col_expr(
-                bg::Column::ReservedNanoUsd,
-                Expr::col(bg::Column::ReservedNanoUsd).sub(freed),
-            );
-        }
-        if charged != 0 {
-            update = update.col_expr(
-                bg::Column::SpentNanoUsd,
-                Expr::col(bg::Column::SpentNanoUsd).add(charged),
-            );
-        }
-        let rows = update
-            .filter(bg::Column::Id.eq(id))
-            .exec_with_returning(txn)
-            .await
-            .map_err(db_err(ENTITY, "moving a reservation's amount"))?;
-        out.extend(rows);
-    }
-    Ok(out)
 }
 
 /// Writes an outbox event on the settle's transaction.

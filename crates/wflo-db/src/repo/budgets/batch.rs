@@ -43,6 +43,9 @@ pub enum BudgetOp<'a> {
     },
     /// [`Budgets::release`].
     Release(Uuid),
+    /// Frees a pending reservation whose time ran out, without a charge (the sweeper,
+    /// [`Budgets::expire_due`]); a late settle may still charge it.
+    Expire(Uuid),
 }
 
 impl std::fmt::Debug for BudgetOp<'_> {
@@ -51,6 +54,7 @@ impl std::fmt::Debug for BudgetOp<'_> {
             BudgetOp::Reserve(r) => f.debug_tuple("Reserve").field(r).finish(),
             BudgetOp::Settle { settle, .. } => f.debug_tuple("Settle").field(settle).finish(),
             BudgetOp::Release(id) => f.debug_tuple("Release").field(id).finish(),
+            BudgetOp::Expire(id) => f.debug_tuple("Expire").field(id).finish(),
         }
     }
 }
@@ -65,6 +69,8 @@ pub enum BudgetOpOutcome {
     Settle(Box<Settlement>),
     /// The released reservation.
     Release(Reservation),
+    /// The expired reservation.
+    Expire(Reservation),
 }
 
 struct NewHold {
@@ -80,6 +86,8 @@ struct Close<'o, 'a> {
     id: Uuid,
     /// `Some` for a settle: the actual cost, the ledger row and the alert builder.
     settle: Option<SettleParts<'o, 'a>>,
+    /// Without a settle: expire (the sweeper) rather than release.
+    expire: bool,
 }
 
 struct SettleParts<'o, 'a> {
@@ -93,6 +101,8 @@ impl Close<'_, '_> {
     fn target(&self) -> ReservationStatus {
         if self.settle.is_some() {
             ReservationStatus::Settled
+        } else if self.expire {
+            ReservationStatus::Expired
         } else {
             ReservationStatus::Released
         }
@@ -187,9 +197,10 @@ impl<E: crate::Executor> Budgets<'_, E> {
                             thresholds: &settle.thresholds,
                             make_event,
                         }),
+                        expire: false,
                     });
                 }
-                BudgetOp::Release(id) => {
+                BudgetOp::Release(id) | BudgetOp::Expire(id) => {
                     if let Some(&first) = close_by_id.get(id) {
                         repeated_closes.push((idx, first));
                         continue;
@@ -199,6 +210,7 @@ impl<E: crate::Executor> Budgets<'_, E> {
                         idx,
                         id: *id,
                         settle: None,
+                        expire: matches!(op, BudgetOp::Expire(_)),
                     });
                 }
             }
@@ -270,11 +282,13 @@ impl<E: crate::Executor> Budgets<'_, E> {
             .filter(|c| c.settle.is_some())
             .map(|c| c.id)
             .collect();
-        let release_ids: Vec<Uuid> = closes
-            .iter()
-            .filter(|c| c.settle.is_none())
-            .map(|c| c.id)
-            .collect();
+        let free_ids = |expire: bool| -> Vec<Uuid> {
+            closes
+                .iter()
+                .filter(|c| c.settle.is_none() && c.expire == expire)
+                .map(|c| c.id)
+                .collect()
+        };
         if !settle_ids.is_empty() {
             let mut actual = CaseStatement::new();
             for c in &closes {
@@ -310,18 +324,29 @@ impl<E: crate::Executor> Budgets<'_, E> {
                 closed.extend(rows.into_iter().map(|r| (r.id, (r, late))));
             }
         }
-        if !release_ids.is_empty() {
+        for (to, ids, doing) in [
+            (
+                ReservationStatus::Released,
+                free_ids(false),
+                "releasing reservations",
+            ),
+            (
+                ReservationStatus::Expired,
+                free_ids(true),
+                "expiring reservations",
+            ),
+        ] {
+            if ids.is_empty() {
+                continue;
+            }
             let rows = rs::Entity::update_many()
-                .col_expr(
-                    rs::Column::Status,
-                    Expr::value(ReservationStatus::Released.as_str()),
-                )
+                .col_expr(rs::Column::Status, Expr::value(to.as_str()))
                 .col_expr(rs::Column::ClosedAt, Expr::value(now))
-                .filter(rs::Column::Id.is_in(release_ids))
+                .filter(rs::Column::Id.is_in(ids))
                 .filter(rs::Column::Status.eq(ReservationStatus::Pending.as_str()))
                 .exec_with_returning(&txn)
                 .await
-                .map_err(db_err(RES, "releasing reservations"))?;
+                .map_err(db_err(RES, doing))?;
             closed.extend(rows.into_iter().map(|r| (r.id, (r, false))));
         }
         // The status of what could not be closed (None: unknown).
@@ -654,6 +679,7 @@ impl<E: crate::Executor> Budgets<'_, E> {
                                 alerts: crossed,
                             }))
                         }
+                        None if c.expire => BudgetOpOutcome::Expire(reservation),
                         None => BudgetOpOutcome::Release(reservation),
                     })
                 }
@@ -690,6 +716,7 @@ impl<E: crate::Executor> Budgets<'_, E> {
             };
             let target = match &ops[idx] {
                 BudgetOp::Release(_) => ReservationStatus::Released,
+                BudgetOp::Expire(_) => ReservationStatus::Expired,
                 _ => ReservationStatus::Settled,
             };
             out[idx] = Some(Err(refused_close(c.id, status, target)));
