@@ -99,13 +99,50 @@ pub struct Delivery {
 type Producer = BatchProducer<RecordAggregator>;
 type Gate = Arc<tokio::sync::Mutex<()>>;
 
+/// Something per (topic, partition), looked up by `&str` without allocating (the send path
+/// does one lookup per message).
+#[derive(Debug)]
+struct PerPartition<T>(Mutex<HashMap<String, HashMap<i32, Arc<T>>>>);
+
+impl<T> Default for PerPartition<T> {
+    fn default() -> Self {
+        PerPartition(Mutex::new(HashMap::new()))
+    }
+}
+
+impl<T> PerPartition<T> {
+    fn get(&self, topic: &str, partition: i32) -> Option<Arc<T>> {
+        lock(&self.0).get(topic)?.get(&partition).cloned()
+    }
+
+    /// The stored one if another caller stored one first, else `value`.
+    fn get_or_insert(&self, topic: &str, partition: i32, value: Arc<T>) -> Arc<T> {
+        let mut map = lock(&self.0);
+        if !map.contains_key(topic) {
+            map.insert(topic.to_string(), HashMap::new());
+        }
+        let per_topic = map.get_mut(topic).expect("inserted above");
+        Arc::clone(per_topic.entry(partition).or_insert(value))
+    }
+
+    fn remove(&self, topic: &str, partition: i32) {
+        if let Some(per_topic) = lock(&self.0).get_mut(topic) {
+            per_topic.remove(&partition);
+        }
+    }
+
+    fn remove_topic(&self, topic: &str) {
+        lock(&self.0).remove(topic);
+    }
+}
+
 struct Inner {
     client: Client,
     config: BusConfig,
     partitions: Mutex<HashMap<String, i32>>,
-    clients: Mutex<HashMap<(String, i32), Arc<PartitionClient>>>,
-    producers: Mutex<HashMap<(String, i32), Arc<Producer>>>,
-    gates: Mutex<HashMap<(String, i32), Gate>>,
+    clients: PerPartition<PartitionClient>,
+    producers: PerPartition<Producer>,
+    gates: PerPartition<tokio::sync::Mutex<()>>,
     round_robin: AtomicU64,
 }
 
@@ -180,9 +217,9 @@ impl Bus {
                 client,
                 config,
                 partitions: Mutex::new(HashMap::new()),
-                clients: Mutex::new(HashMap::new()),
-                producers: Mutex::new(HashMap::new()),
-                gates: Mutex::new(HashMap::new()),
+                clients: PerPartition::default(),
+                producers: PerPartition::default(),
+                gates: PerPartition::default(),
                 round_robin: AtomicU64::new(0),
             }),
         })
@@ -292,7 +329,8 @@ impl Bus {
         if let Some(n) = lock(&self.inner.partitions).get(topic) {
             return Ok(*n);
         }
-        self.list_topics().await?;
+        // Boxed so the (rare) metadata fetch does not make every caller's future large.
+        Box::pin(self.list_topics()).await?;
         lock(&self.inner.partitions)
             .get(topic)
             .copied()
@@ -331,9 +369,8 @@ impl Bus {
         topic: &str,
         partition: i32,
     ) -> Result<Arc<PartitionClient>> {
-        let key = (topic.to_string(), partition);
-        if let Some(pc) = lock(&self.inner.clients).get(&key) {
-            return Ok(Arc::clone(pc));
+        if let Some(pc) = self.inner.clients.get(topic, partition) {
+            return Ok(pc);
         }
         let pc = tokio::time::timeout(
             self.op_timeout(),
@@ -344,18 +381,18 @@ impl Bus {
         .await
         .map_err(|_| self.timed_out(format!("connecting to {topic}/{partition}")))?
         .map_err(|e| Error::kafka(format!("connecting to {topic}/{partition}"), &e))?;
-        let pc = Arc::new(pc);
-        Ok(Arc::clone(
-            lock(&self.inner.clients).entry(key).or_insert(pc),
-        ))
+        Ok(self
+            .inner
+            .clients
+            .get_or_insert(topic, partition, Arc::new(pc)))
     }
 
     async fn producer(&self, topic: &str, partition: i32) -> Result<Arc<Producer>> {
-        let key = (topic.to_string(), partition);
-        if let Some(p) = lock(&self.inner.producers).get(&key) {
-            return Ok(Arc::clone(p));
+        if let Some(p) = self.inner.producers.get(topic, partition) {
+            return Ok(p);
         }
-        let pc = self.partition_client(topic, partition).await?;
+        // Boxed: connecting is rare, and its future is large (see `send`).
+        let pc = Box::pin(self.partition_client(topic, partition)).await?;
         let c = &self.inner.config;
         let serial = SerialPartition {
             client: pc,
@@ -365,10 +402,10 @@ impl Bus {
             .with_linger(c.linger)
             .with_compression(c.compression.to_rskafka())
             .build(RecordAggregator::new(c.batch_size));
-        let p = Arc::new(p);
-        Ok(Arc::clone(
-            lock(&self.inner.producers).entry(key).or_insert(p),
-        ))
+        Ok(self
+            .inner
+            .producers
+            .get_or_insert(topic, partition, Arc::new(p)))
     }
 
     /// Bound of one operation including the client's own retries.
@@ -386,17 +423,19 @@ impl Bus {
     }
 
     fn gate(&self, topic: &str, partition: i32) -> Gate {
-        Arc::clone(
-            lock(&self.inner.gates)
-                .entry((topic.to_string(), partition))
-                .or_default(),
-        )
+        match self.inner.gates.get(topic, partition) {
+            Some(g) => g,
+            None => self
+                .inner
+                .gates
+                .get_or_insert(topic, partition, Gate::default()),
+        }
     }
 
     /// Drops cached clients of a topic (after it vanished or was recreated).
     pub(crate) fn forget_topic(&self, topic: &str) {
-        lock(&self.inner.clients).retain(|(t, _), _| t != topic);
-        lock(&self.inner.producers).retain(|(t, _), _| t != topic);
+        self.inner.clients.remove_topic(topic);
+        self.inner.producers.remove_topic(topic);
         lock(&self.inner.partitions).remove(topic);
     }
 
@@ -420,10 +459,11 @@ impl Bus {
     pub async fn send(&self, msg: OutgoingMessage) -> Result<Delivery> {
         self.check_size(&msg)?;
         let partition = self.partition_of(&msg.topic, msg.key.as_deref()).await?;
-        let record = to_record(&msg);
         let topic = msg.topic.as_str();
+        let msg = &msg;
         let attempt = || {
-            let record = record.clone();
+            // Built per attempt: one copy of the value on the (usual) first-attempt path.
+            let record = to_record(msg);
             async move {
                 let producer = self.producer(topic, partition).await?;
                 let produced = tokio::time::timeout(self.op_timeout(), producer.produce(record))
@@ -491,9 +531,8 @@ impl Bus {
     }
 
     fn forget_topic_clients(&self, topic: &str, partition: i32) {
-        let key = (topic.to_string(), partition);
-        lock(&self.inner.clients).remove(&key);
-        lock(&self.inner.producers).remove(&key);
+        self.inner.clients.remove(topic, partition);
+        self.inner.producers.remove(topic, partition);
     }
 }
 

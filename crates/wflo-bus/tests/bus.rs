@@ -246,6 +246,17 @@ async fn producer_connects_lists_and_closes() {
     assert_eq!(bus.high_watermark(&t, 0).await.unwrap(), 1);
 }
 
+/// A caller with many sends in flight (a stream buffer, a join set) allocates and moves each
+/// `send` future: it must not embed the rare slow paths (metadata fetch, connecting), which made
+/// it 4 KB and halved the publish throughput (`cargo xtask bench bus`).
+#[tokio::test]
+async fn a_send_future_stays_small() {
+    let bus = bus().await;
+    let send = bus.send(OutgoingMessage::new("any", b"x".to_vec()));
+    let size = std::mem::size_of_val(&send);
+    assert!(size <= 1536, "the send future is {size} bytes");
+}
+
 #[tokio::test]
 async fn unreachable_broker_is_a_typed_error_naming_the_servers() {
     let port = free_port();
