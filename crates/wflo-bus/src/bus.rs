@@ -391,7 +391,8 @@ impl Bus {
         if let Some(p) = self.inner.producers.get(topic, partition) {
             return Ok(p);
         }
-        // Boxed: connecting is rare, and its future is large (see `send`).
+        // Boxed: connecting is rare and its future is large; inlined, it would make every
+        // `send` future that large (tests/bus.rs `a_send_future_stays_small`).
         let pc = Box::pin(self.partition_client(topic, partition)).await?;
         let c = &self.inner.config;
         let serial = SerialPartition {
