@@ -19,6 +19,7 @@ use wflo_core::{
     ApprovalCall, Config, FnTool, LlmCall, LlmSettings, RunOptions, RuntimeError, Wflo, WorkflowDef,
 };
 use wflo_db::testing::TestDb;
+use wflo_llm::testing::openai_chat_completion;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -27,18 +28,14 @@ async fn fake_llm(text: &str) -> MockServer {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path("/v1/chat/completions"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "id": "chatcmpl-e2e",
-            "object": "chat.completion",
-            "created": 1_764_000_000,
-            "model": "gpt-4o-mini-2024-07-18",
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": text},
-                "finish_reason": "stop"
-            }],
-            "usage": {"prompt_tokens": 40, "completion_tokens": 25, "total_tokens": 65}
-        })))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(openai_chat_completion(
+                "gpt-4o-mini-2024-07-18",
+                text,
+                40,
+                25,
+            )),
+        )
         .mount(&server)
         .await;
     server

@@ -1423,11 +1423,26 @@ fn bad_urls_are_refused_before_connecting() {
 
 // ------------------------------------------------------------------ budget batches
 
+/// The budget [`hold`] reserves in: `tenant:batch`, limit 1.00.
+async fn batch_budget(db: &Db) -> wflo_db::Budget {
+    db.budgets()
+        .create(wflo_db::NewBudget {
+            key: batch_key(),
+            limit_usd: dec!(1.00),
+        })
+        .await
+        .unwrap()
+}
+
+fn batch_key() -> wflo_db::BudgetKey {
+    wflo_db::BudgetKey::new("tenant:batch", "")
+}
+
 fn hold(request: &str, usd: Decimal) -> wflo_db::BudgetOp<'static> {
     wflo_db::BudgetOp::Reserve(wflo_db::NewReservation {
         request_id: request.into(),
         amount_usd: usd,
-        budgets: vec![wflo_db::BudgetKey::new("tenant:batch", "")],
+        budgets: vec![batch_key()],
         execution_id: None,
         expires_at: chrono::Utc::now() + chrono::Duration::minutes(5),
     })
@@ -1466,14 +1481,7 @@ async fn a_budget_batch_is_its_operations_in_order(
     #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
 ) {
     let t = TestDb::new(backend).await;
-    let budget = t
-        .budgets()
-        .create(wflo_db::NewBudget {
-            key: wflo_db::BudgetKey::new("tenant:batch", ""),
-            limit_usd: dec!(1.00),
-        })
-        .await
-        .unwrap();
+    let budget = batch_budget(&t).await;
 
     // 0.40 + 0.40 fit; 0.30 no longer does; "a" again is the first "a"; an empty id is refused.
     let out = t
@@ -1604,14 +1612,7 @@ async fn expiring_reservations_frees_them_in_batches(
     #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
 ) {
     let t = TestDb::new(backend).await;
-    let budget = t
-        .budgets()
-        .create(wflo_db::NewBudget {
-            key: wflo_db::BudgetKey::new("tenant:batch", ""),
-            limit_usd: dec!(1.00),
-        })
-        .await
-        .unwrap();
+    let budget = batch_budget(&t).await;
     let out = t
         .budgets()
         .apply(&[

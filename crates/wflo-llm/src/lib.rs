@@ -44,6 +44,8 @@ mod replay;
 mod request;
 mod response;
 mod stream;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use anthropic::{ANTHROPIC_API_KEY_VAR, ANTHROPIC_BASE_URL, AnthropicProvider};
 pub use breaker::CircuitState;

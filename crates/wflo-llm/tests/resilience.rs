@@ -7,13 +7,21 @@ use common::{config, fast_retry, openai_body};
 use std::time::{Duration, Instant};
 use wflo_llm::{
     BreakerConfig, ChatRequest, CircuitState, Error, LlmProvider, OpenAiProvider, ProviderConfig,
-    RetryConfig,
+    ProviderConfigBuilder, RetryConfig,
 };
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 fn req(model: &str) -> ChatRequest {
     ChatRequest::builder(model).user("hi").build().unwrap()
+}
+
+/// A provider for whatever listens (or does not) on a loopback `port`.
+fn loopback_config(port: u16) -> ProviderConfigBuilder {
+    ProviderConfig::builder()
+        .api_key("k")
+        .base_url(&format!("http://127.0.0.1:{port}/v1"))
+        .unwrap()
 }
 
 async fn hits(server: &MockServer) -> usize {
@@ -215,13 +223,7 @@ async fn an_unreachable_server_is_a_connection_error_after_retries() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let cfg = ProviderConfig::builder()
-        .api_key("k")
-        .base_url(&format!("http://127.0.0.1:{port}/v1"))
-        .unwrap()
-        .retry(fast_retry(3))
-        .build()
-        .unwrap();
+    let cfg = loopback_config(port).retry(fast_retry(3)).build().unwrap();
     let p = OpenAiProvider::new(&cfg).unwrap();
     match p.complete(&req("gpt-4o")).await.unwrap_err() {
         Error::Connection {
@@ -260,10 +262,7 @@ async fn blackholed_port() -> (u16, Vec<tokio::net::TcpStream>, tokio::net::TcpL
 #[tokio::test]
 async fn a_connect_that_hangs_ends_at_the_connect_timeout_of_each_attempt() {
     let (port, _held, _listener) = blackholed_port().await;
-    let cfg = ProviderConfig::builder()
-        .api_key("k")
-        .base_url(&format!("http://127.0.0.1:{port}/v1"))
-        .unwrap()
+    let cfg = loopback_config(port)
         .connect_timeout(Duration::from_millis(250))
         .timeout(Duration::from_secs(30))
         .retry(fast_retry(2))

@@ -3,43 +3,21 @@
 //! the sandbox image for code runs). Each test has a task queue of its own and runs its worker
 //! inside the test process, so tests run in parallel.
 
+mod common;
+
+use common::{config, unique};
 use std::time::{Duration, Instant};
 use wflo_temporal::testing::{ProbeStep, Probes};
 use wflo_temporal::{
-    ActivityRetry, ApprovalRequest, ApprovalStatus, CodeExecutionRequest, CodeLimits, Decision,
-    Error, OnTimeout, RunStatus, TemporalClient, TemporalConfig, TemporalWorker, WorkerHandle,
+    ApprovalRequest, ApprovalStatus, CodeExecutionRequest, CodeLimits, Decision, Error, OnTimeout,
+    RunStatus, TemporalClient, TemporalConfig, TemporalWorker, WorkerHandle,
 };
-
-fn address() -> String {
-    std::env::var("WFLO_TEST_TEMPORAL_ADDRESS").expect(
-        "WFLO_TEST_TEMPORAL_ADDRESS is not set; run `cargo xtask itest wflo-temporal` \
-         (it starts the temporal dev server and exports the variable)",
-    )
-}
 
 fn sandbox_image() -> String {
     std::env::var("WFLO_TEST_SANDBOX_IMAGE").expect(
         "WFLO_TEST_SANDBOX_IMAGE is not set; run `cargo xtask itest wflo-temporal` \
          (it starts docker, builds the sandbox image and exports the variable)",
     )
-}
-
-fn unique(tag: &str) -> String {
-    format!("it-{tag}-{}", uuid::Uuid::now_v7().simple())
-}
-
-/// A private task queue, fast retries (4 attempts, 100 ms apart, doubling), short activity and
-/// sticky-queue timeouts so restarts are quick.
-fn config(tag: &str) -> TemporalConfig {
-    TemporalConfig::builder()
-        .address(address())
-        .task_queue(unique(tag))
-        .activity_retry(ActivityRetry::new(4, Duration::from_millis(100)))
-        .activity_timeout(Duration::from_secs(10))
-        .sticky_queue_timeout(Duration::from_secs(1))
-        .graceful_shutdown(Duration::from_secs(2))
-        .build()
-        .expect("valid config")
 }
 
 async fn client(config: &TemporalConfig) -> TemporalClient {

@@ -4,6 +4,9 @@
 //! OpenAI-compatible provider on loopback that counts the calls it receives. Each test has its
 //! own task queue, database and provider.
 
+mod common;
+
+use common::config;
 use rust_decimal_macros::dec;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -12,32 +15,14 @@ use std::time::Duration;
 use uuid::Uuid;
 use wflo_db::testing::TestDb;
 use wflo_db::{ApprovalStatus, Backend, ExecutionStatus, Executor, StepStatus};
+use wflo_llm::testing::openai_chat_completion;
 use wflo_runtime::{Engine, FnTool, WorkflowDef};
 use wflo_temporal::{
-    ActivityRetry, ApprovalSignal, Error, TemporalClient, TemporalConfig, TemporalWorker,
-    WorkerHandle, wflo_workflow_id,
+    ApprovalSignal, Error, TemporalClient, TemporalConfig, TemporalWorker, WorkerHandle,
+    wflo_workflow_id,
 };
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
-
-fn address() -> String {
-    std::env::var("WFLO_TEST_TEMPORAL_ADDRESS").expect(
-        "WFLO_TEST_TEMPORAL_ADDRESS is not set; run `cargo xtask itest wflo-temporal` \
-         (it starts the temporal dev server and exports the variable)",
-    )
-}
-
-fn config(tag: &str) -> TemporalConfig {
-    TemporalConfig::builder()
-        .address(address())
-        .task_queue(format!("it-wflo-{tag}-{}", Uuid::now_v7().simple()))
-        .activity_retry(ActivityRetry::new(4, Duration::from_millis(100)))
-        .activity_timeout(Duration::from_secs(10))
-        .sticky_queue_timeout(Duration::from_secs(1))
-        .graceful_shutdown(Duration::from_secs(2))
-        .build()
-        .expect("valid config")
-}
 
 /// A fake OpenAI-compatible server: every chat completion answers `text` after `delay`, with
 /// 40 prompt and 25 completion tokens.
@@ -45,22 +30,9 @@ async fn fake_llm(text: &str, delay: Duration) -> MockServer {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path("/v1/chat/completions"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_delay(delay)
-                .set_body_json(json!({
-                    "id": "chatcmpl-temporal",
-                    "object": "chat.completion",
-                    "created": 1_764_000_000,
-                    "model": "gpt-4o-mini-2024-07-18",
-                    "choices": [{
-                        "index": 0,
-                        "message": {"role": "assistant", "content": text},
-                        "finish_reason": "stop"
-                    }],
-                    "usage": {"prompt_tokens": 40, "completion_tokens": 25, "total_tokens": 65}
-                })),
-        )
+        .respond_with(ResponseTemplate::new(200).set_delay(delay).set_body_json(
+            openai_chat_completion("gpt-4o-mini-2024-07-18", text, 40, 25),
+        ))
         .mount(&server)
         .await;
     server
