@@ -128,6 +128,13 @@ pub(crate) fn test_env(services: &[Service]) -> Vec<(String, String)> {
             format!("http://{}", services::TEMPORAL_ADDR),
         );
     }
+    if services.contains(&Service::Litellm) && std::env::var_os("WFLO_TEST_LITELLM_URL").is_none() {
+        set(
+            "WFLO_TEST_LITELLM_URL",
+            format!("http://{}", crate::litellm::ADDR),
+        );
+        set("WFLO_TEST_LITELLM_KEY", crate::litellm::KEY.to_string());
+    }
     if services.contains(&Service::Docker) && std::env::var_os("WFLO_TEST_SANDBOX_IMAGE").is_none()
     {
         set(

@@ -1,7 +1,8 @@
 //! Project automation for Wflo: `cargo xtask <command>`.
 //!
 //! * `services up|down|status [SERVICE...] [--install]` — PostgreSQL, Redis, the Docker engine,
-//!   the Temporal dev server and a Kafka-API broker, all on loopback.
+//!   the Temporal dev server and a Kafka-API broker, all on loopback; the optional `litellm`
+//!   (LiteLLM's proxy with mock models) when named.
 //! * `db setup` — role, databases and migrations.
 //! * `itest [CRATE...]` — the service-backed integration suites.
 //! * `ci` — everything CI checks, in order.
@@ -11,6 +12,7 @@ mod bench;
 mod db;
 mod itest;
 mod kafka_probe;
+mod litellm;
 mod sandbox_image;
 mod services;
 mod util;

@@ -29,6 +29,8 @@ pub(crate) enum Service {
     Docker,
     Temporal,
     Kafka,
+    /// Optional: LiteLLM's proxy with mock models (`crate::litellm`); not in [`Service::ALL`].
+    Litellm,
 }
 
 impl Service {
@@ -47,17 +49,23 @@ impl Service {
             Service::Docker => "docker",
             Service::Temporal => "temporal",
             Service::Kafka => "kafka",
+            Service::Litellm => "litellm",
         }
     }
+
+    /// Services started only when named (by a command or a suite's manifest).
+    pub(crate) const OPTIONAL: [Service; 1] = [Service::Litellm];
 
     pub(crate) fn parse(name: &str) -> Result<Service> {
         Service::ALL
             .into_iter()
+            .chain(Service::OPTIONAL)
             .find(|s| s.name() == name)
             .with_context(|| {
                 format!(
-                    "unknown service `{name}`; known services: {}",
-                    Service::ALL.map(Service::name).join(", ")
+                    "unknown service `{name}`; known services: {}, and optional: {}",
+                    Service::ALL.map(Service::name).join(", "),
+                    Service::OPTIONAL.map(Service::name).join(", ")
                 )
             })
     }
@@ -65,7 +73,7 @@ impl Service {
     /// The compose service of the same name (the Docker engine itself is not a compose service).
     fn compose_name(self) -> Option<&'static str> {
         match self {
-            Service::Docker => None,
+            Service::Docker | Service::Litellm => None,
             other => Some(other.name()),
         }
     }
@@ -204,6 +212,7 @@ pub(crate) fn probe(service: Service) -> Result<String> {
         Service::Docker => docker_probe(),
         Service::Temporal => temporal_probe(),
         Service::Kafka => crate::kafka_probe::metadata(KAFKA_ADDR),
+        Service::Litellm => crate::litellm::probe(),
     }
 }
 
@@ -237,6 +246,9 @@ fn install_missing(services: &[Service], mode: Mode) -> Result<()> {
             }
             _ => {}
         }
+    }
+    if services.contains(&Service::Litellm) {
+        crate::litellm::install()?;
     }
     if !apt.is_empty() {
         println!("installing with apt: {}", apt.join(" "));
@@ -297,6 +309,7 @@ fn native_up(service: Service) -> Result<String> {
         Service::Docker => docker_up(),
         Service::Temporal => temporal_up(),
         Service::Kafka => kafka_up(),
+        Service::Litellm => crate::litellm::up(),
     }
 }
 
@@ -324,6 +337,7 @@ fn native_down(service: Service) -> Result<()> {
         Service::Kafka => {
             util::stop_pidfile(&dir.join("kafka.pid"), Duration::from_secs(5))?;
         }
+        Service::Litellm => crate::litellm::down()?,
     }
     Ok(())
 }

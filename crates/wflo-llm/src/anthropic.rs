@@ -3,7 +3,7 @@
 use crate::breaker::CircuitState;
 use crate::config::{AuthScheme, ProviderConfig};
 use crate::error::{Error, Result, truncate};
-use crate::http::{BODY_LIMIT, HttpCore, RawResponse};
+use crate::http::{BODY_LIMIT, BaseUrlConvention, HttpCore, RawResponse};
 use crate::provider::LlmProvider;
 use crate::request::{ChatRequest, ResponseFormat, Role, ToolChoice};
 use crate::response::{ChatResponse, FinishReason, ToolCall, Usage};
@@ -14,8 +14,9 @@ use serde_json::{Map, Value, json};
 use std::collections::VecDeque;
 use tokio::time::Instant;
 
-/// Default base URL.
-pub const ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com/v1";
+/// Default base URL: the server root, as Anthropic's SDKs take it (`/v1/messages` is appended;
+/// a base URL ending in `/v1` gets `/messages` only).
+pub const ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
 /// The environment variable the facade reads the Anthropic key from.
 pub const ANTHROPIC_API_KEY_VAR: &str = "ANTHROPIC_API_KEY";
 
@@ -51,6 +52,7 @@ impl AnthropicProvider {
             config,
             ANTHROPIC_BASE_URL,
             "messages",
+            BaseUrlConvention::ServerRoot,
             AuthScheme::Header("x-api-key".into()),
             headers,
             "request-id",

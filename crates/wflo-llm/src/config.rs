@@ -287,7 +287,10 @@ impl ProviderConfigBuilder {
         self.0.allow_missing_api_key = true;
         self
     }
-    /// Base URL up to the API version (`https://api.openai.com/v1`, `http://127.0.0.1:11434/v1`).
+    /// Base URL, in the form the provider's own SDKs take (`OPENAI_BASE_URL`,
+    /// `ANTHROPIC_BASE_URL`): for OpenAI-compatible servers up to the API version
+    /// (`https://api.openai.com/v1`, `http://127.0.0.1:11434/v1`; a bare host gets `/v1`), for
+    /// Anthropic the server root (`https://api.anthropic.com`; a base ending in `/v1` works too).
     pub fn base_url(mut self, url: &str) -> Result<Self> {
         let u = Url::parse(url)
             .map_err(|e| Error::InvalidConfig(format!("base url {url:?} does not parse: {e}")))?;

@@ -35,12 +35,17 @@ pub enum Error {
     },
 
     /// The provider answered with a non-success HTTP status (after any retries).
-    #[error("{provider} returned http {status} after {attempts} attempt(s): {body}")]
+    #[error(
+        "{provider} returned http {status} from {url} after {attempts} attempt(s): {body}{}",
+        status_hint(*status)
+    )]
     Status {
         /// Provider name.
         provider: String,
         /// HTTP status code.
         status: u16,
+        /// The URL that answered (without its query).
+        url: String,
         /// The response body, truncated.
         body: String,
         /// How many attempts were made.
@@ -148,6 +153,19 @@ impl Error {
             | Error::Connection { attempts, .. } => Some(*attempts),
             _ => None,
         }
+    }
+}
+
+/// What to check after an HTTP status that usually means a wrong setting.
+fn status_hint(status: u16) -> &'static str {
+    match status {
+        404 => {
+            "; check the base url: an OpenAI-compatible one ends where the SDKs expect it \
+             (usually `/v1`, e.g. http://HOST/v1), an Anthropic one is the server root \
+             (http://HOST, or http://HOST/v1), and check the model name"
+        }
+        401 | 403 => "; check the api key",
+        _ => "",
     }
 }
 

@@ -69,6 +69,51 @@ impl AttemptError {
     }
 }
 
+/// How a provider's own SDKs read a base URL, and so how the endpoint is appended to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BaseUrlConvention {
+    /// OpenAI's SDKs: the base URL includes the API version (`https://api.openai.com/v1`,
+    /// `http://HOST/v1`, `https://HOST/openai/deployments/NAME`) and the endpoint is appended.
+    /// A bare host (no path at all) is read as the server root: `/v1` is added.
+    IncludesVersion,
+    /// Anthropic's SDKs: the base URL is the server root (`https://api.anthropic.com`,
+    /// `http://HOST`, `https://HOST/proxy`) and `/v1/ENDPOINT` is appended. A base URL that
+    /// already ends in `/v1` (the form Wflo used to ask for) gets the endpoint only.
+    ServerRoot,
+}
+
+/// The URL `endpoint` (`chat/completions`, `messages`) is posted to under `base`.
+pub(crate) fn endpoint_url(
+    base: &str,
+    endpoint: &str,
+    convention: BaseUrlConvention,
+) -> Result<Url> {
+    let parsed =
+        Url::parse(base).map_err(|e| Error::InvalidConfig(format!("base url {base:?}: {e}")))?;
+    let path = parsed.path().trim_end_matches('/');
+    let ends_in_version = path.rsplit('/').next() == Some("v1");
+    let add_version = match convention {
+        BaseUrlConvention::IncludesVersion => path.is_empty(),
+        BaseUrlConvention::ServerRoot => !ends_in_version,
+    };
+    let mut url = parsed.clone();
+    url.set_path(&format!(
+        "{path}/{}{endpoint}",
+        if add_version { "v1/" } else { "" }
+    ));
+    Ok(url)
+}
+
+/// `url` without its query (which may carry a gateway's key), for messages.
+pub(crate) fn shown_url(url: &Url) -> String {
+    let mut u = url.clone();
+    u.set_query(None);
+    u.set_fragment(None);
+    let _ = u.set_password(None);
+    let _ = u.set_username("");
+    u.to_string()
+}
+
 #[derive(Debug)]
 pub(crate) struct HttpCore {
     pub(crate) provider: &'static str,
@@ -83,19 +128,21 @@ pub(crate) struct HttpCore {
 }
 
 impl HttpCore {
-    /// `path` is appended to the base URL (`chat/completions`, `messages`).
+    /// `endpoint` (`chat/completions`, `messages`) is appended to the base URL the way the
+    /// provider's SDKs do it (see [`BaseUrlConvention`]).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         provider: &'static str,
         config: &ProviderConfig,
         default_base: &str,
-        path: &str,
+        endpoint: &str,
+        convention: BaseUrlConvention,
         default_auth: AuthScheme,
         mut headers: HeaderMap,
         request_id_header: &'static str,
     ) -> Result<Self> {
         let base = config.base_url.as_ref().map_or(default_base, Url::as_str);
-        let mut url = Url::parse(&format!("{}/{path}", base.trim_end_matches('/')))
-            .map_err(|e| Error::InvalidConfig(format!("base url {base:?}: {e}")))?;
+        let mut url = endpoint_url(base, endpoint, convention)?;
         if !config.query.is_empty() {
             let mut q = url.query_pairs_mut();
             for (k, v) in &config.query {
@@ -226,6 +273,7 @@ impl HttpCore {
             } => Error::Status {
                 provider,
                 status,
+                url: shown_url(&self.url),
                 body,
                 attempts,
                 request_id,
@@ -424,6 +472,53 @@ pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_provider_reads_base_urls_the_way_its_sdks_do() {
+        use BaseUrlConvention::{IncludesVersion as OpenAi, ServerRoot as Anthropic};
+        let url = |base, endpoint, c| endpoint_url(base, endpoint, c).unwrap().to_string();
+        // OpenAI: the base includes the version; a bare host gets it.
+        for (base, want) in [
+            (
+                "https://api.openai.com/v1",
+                "https://api.openai.com/v1/chat/completions",
+            ),
+            ("http://h:4000/v1/", "http://h:4000/v1/chat/completions"),
+            ("http://h:4000", "http://h:4000/v1/chat/completions"),
+            ("http://h:4000/", "http://h:4000/v1/chat/completions"),
+            (
+                "https://g.example/openai/v1",
+                "https://g.example/openai/v1/chat/completions",
+            ),
+            (
+                "https://x.example/openai/deployments/prod",
+                "https://x.example/openai/deployments/prod/chat/completions",
+            ),
+        ] {
+            assert_eq!(url(base, "chat/completions", OpenAi), want, "{base}");
+        }
+        // Anthropic: the base is the server root; the older `/v1` form still works.
+        for (base, want) in [
+            (
+                "https://api.anthropic.com",
+                "https://api.anthropic.com/v1/messages",
+            ),
+            ("http://h:4000", "http://h:4000/v1/messages"),
+            ("http://h:4000/", "http://h:4000/v1/messages"),
+            ("http://h:4000/v1", "http://h:4000/v1/messages"),
+            ("http://h:4000/v1/", "http://h:4000/v1/messages"),
+            (
+                "https://g.example/anthropic",
+                "https://g.example/anthropic/v1/messages",
+            ),
+        ] {
+            assert_eq!(url(base, "messages", Anthropic), want, "{base}");
+        }
+        // The query of a base URL is kept for the request but never shown.
+        let u = endpoint_url("http://u:p@h/v1?key=secret", "messages", Anthropic).unwrap();
+        assert_eq!(u.query(), Some("key=secret"));
+        assert_eq!(shown_url(&u), "http://h/v1/messages");
+    }
 
     #[test]
     fn retry_after_forms() {

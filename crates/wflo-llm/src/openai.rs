@@ -3,7 +3,7 @@
 use crate::breaker::CircuitState;
 use crate::config::{AuthScheme, MaxTokensField, ProviderConfig};
 use crate::error::{Error, Result, truncate};
-use crate::http::{BODY_LIMIT, HttpCore, RawResponse};
+use crate::http::{BODY_LIMIT, BaseUrlConvention, HttpCore, RawResponse};
 use crate::provider::LlmProvider;
 use crate::request::{ChatRequest, ResponseFormat, Role, ToolChoice};
 use crate::response::{ChatResponse, FinishReason, ToolCall, Usage};
@@ -14,7 +14,8 @@ use serde_json::{Map, Value, json};
 use std::collections::VecDeque;
 use tokio::time::Instant;
 
-/// Default base URL.
+/// Default base URL: up to the API version, as OpenAI's SDKs take it (`/chat/completions` is
+/// appended; a bare host gets `/v1/chat/completions`).
 pub const OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
 /// The environment variable the facade reads the OpenAI key from.
 pub const OPENAI_API_KEY_VAR: &str = "OPENAI_API_KEY";
@@ -41,6 +42,7 @@ impl OpenAiProvider {
             config,
             OPENAI_BASE_URL,
             "chat/completions",
+            BaseUrlConvention::IncludesVersion,
             AuthScheme::Bearer,
             HeaderMap::new(),
             "x-request-id",

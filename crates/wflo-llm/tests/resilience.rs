@@ -126,8 +126,10 @@ async fn server_errors_until_retries_run_out_give_a_typed_error_with_the_attempt
             body,
             request_id,
             provider,
+            url,
         } => {
             assert_eq!(*status, 503);
+            assert_eq!(url, &format!("{}/v1/chat/completions", server.uri()));
             assert_eq!(*attempts, 3);
             assert_eq!(body, "upstream overloaded");
             assert_eq!(request_id.as_deref(), Some("req_503"));
