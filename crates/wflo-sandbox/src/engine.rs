@@ -174,14 +174,23 @@ impl Collected {
     }
 }
 
-/// Reads output until both end trailers are in or the stream ends.
-async fn drain(
-    output: &mut std::pin::Pin<
-        Box<dyn futures::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>,
-    >,
-    collected: &mut Collected,
-) {
-    while !collected.ended() {
+type Output = std::pin::Pin<
+    Box<dyn futures::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>,
+>;
+
+/// How long a timed-out run may take beyond its timeout to kill the container and read what is
+/// still in flight. Past it the attach streams are closed, which releases the engine whatever
+/// the program printed.
+pub(crate) const KILL_GRACE: Duration = Duration::from_secs(3);
+
+/// How long a timed-out run then waits for the killed container's exit code.
+pub(crate) const STATE_GRACE: Duration = Duration::from_secs(2);
+
+/// Reads output until the stream ends, and until both end trailers are in when `trailers` is
+/// set. What is over the cap is read and dropped: the engine cannot finish with a container
+/// (not even kill it) while its output waits for a reader.
+async fn drain(output: &mut Output, collected: &mut Collected, trailers: bool) {
+    while !(trailers && collected.ended()) {
         match output.next().await {
             Some(Ok(item)) => collected.take(item),
             Some(Err(err)) => {
@@ -439,23 +448,45 @@ impl Engine {
                     write_ok = false;
                 }
             };
-            tokio::join!(write, drain(output, &mut collected));
+            tokio::join!(write, drain(output, &mut collected, true));
         };
         let timed_out = tokio::time::timeout(timeout, work).await.is_err();
+        let mut killed = false;
         if timed_out {
-            if let Err(e) = self
-                .docker
-                .kill_container(
-                    &launched.id,
-                    Some(KillContainerOptionsBuilder::new().signal("SIGKILL").build()),
-                )
-                .await
-            {
-                tracing::debug!(error = %e, "killing a timed-out sandbox failed");
+            // Kill while reading: the engine completes a kill only once the container's
+            // output has been handed over, so a program flooding stdout or stderr would hold
+            // an unread kill until the API timeout. Reading to the end of the streams also
+            // collects whatever the program printed before the kill.
+            let kill = async {
+                match self
+                    .docker
+                    .kill_container(
+                        &launched.id,
+                        Some(KillContainerOptionsBuilder::new().signal("SIGKILL").build()),
+                    )
+                    .await
+                {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "killing a timed-out sandbox failed");
+                        false
+                    }
+                }
+            };
+            let both = async { tokio::join!(kill, drain(output, &mut collected, false)).0 };
+            match tokio::time::timeout(KILL_GRACE, both).await {
+                Ok(k) => killed = k,
+                Err(_) => tracing::warn!(
+                    container = %launched.id,
+                    grace = ?KILL_GRACE,
+                    "a timed-out sandbox was not confirmed killed within the grace; closing its streams"
+                ),
             }
-            // Whatever the program printed before the kill is still in flight.
-            let _ =
-                tokio::time::timeout(Duration::from_secs(2), drain(output, &mut collected)).await;
+        }
+        if timed_out {
+            // Nothing more is read from a killed container; closing the attach connection
+            // also frees an engine still writing to it.
+            launched.io = None;
         }
         let duration = started.elapsed();
         let finished_at = Utc::now();
@@ -485,8 +516,32 @@ impl Engine {
             Some(end) if end.oom_kills == 0 && end.exit_code != 137 => {
                 raw.exit_code = end.exit_code;
             }
+            _ if timed_out => {
+                // Bounded: a timed-out run ends within its timeout plus the two graces.
+                let state = tokio::time::timeout(
+                    STATE_GRACE,
+                    self.stopped_state(&launched.id, STATE_GRACE),
+                )
+                .await;
+                match state {
+                    Ok(Ok(Some((code, oom)))) => {
+                        raw.exit_code = code;
+                        raw.oom_killed = oom;
+                    }
+                    other => {
+                        if let Ok(Err(e)) = other {
+                            tracing::debug!(error = %e, "reading a timed-out sandbox's state failed");
+                        }
+                        // Still stopping: SIGKILL was delivered (137) or the state is unknown.
+                        raw.exit_code = if killed { 137 } else { -1 };
+                    }
+                }
+            }
             _ => {
-                let (code, oom) = self.stopped_state(&launched.id).await?;
+                let state = self
+                    .stopped_state(&launched.id, Duration::from_secs(30))
+                    .await?;
+                let (code, oom) = state.unwrap_or((-1, false));
                 raw.exit_code = end.map_or(code, |e| e.exit_code);
                 raw.oom_killed = oom || end.is_some_and(|e| e.oom_kills > 0);
             }
@@ -494,9 +549,10 @@ impl Engine {
         Ok(raw)
     }
 
-    /// Waits for the container to stop; its exit code and whether the OOM killer struck.
-    async fn stopped_state(&self, id: &str) -> Result<(i64, bool)> {
-        let mut wait = self.docker.wait_container(
+    /// Waits up to `wait` for the container to stop; its exit code and whether the OOM killer
+    /// struck, or `None` when it is still running.
+    async fn stopped_state(&self, id: &str, wait: Duration) -> Result<Option<(i64, bool)>> {
+        let mut waiting = self.docker.wait_container(
             id,
             Some(
                 WaitContainerOptionsBuilder::new()
@@ -504,7 +560,7 @@ impl Engine {
                     .build(),
             ),
         );
-        let waited = tokio::time::timeout(Duration::from_secs(30), wait.next()).await;
+        let waited = tokio::time::timeout(wait, waiting.next()).await;
         let wait_code = match waited {
             Ok(Some(Ok(r))) => Some(r.status_code),
             Ok(Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. }))) => {
@@ -520,10 +576,13 @@ impl Engine {
             .map_err(|e| Error::docker("inspect container", e))?
             .state
             .unwrap_or_default();
-        Ok((
+        if state.running == Some(true) && wait_code.is_none() {
+            return Ok(None);
+        }
+        Ok(Some((
             state.exit_code.or(wait_code).unwrap_or(-1),
             state.oom_killed.unwrap_or(false),
-        ))
+        )))
     }
 
     /// Force-removes a container (running or not); a missing one is fine.

@@ -110,7 +110,13 @@ impl SandboxRuntime {
     /// also when this future is dropped.
     ///
     /// A timeout kills the container and returns a result with `timed_out` set (or
-    /// [`Error::TimedOut`] with `timeout_is_error`).
+    /// [`Error::TimedOut`] with `timeout_is_error`), at most about 5 s after the timeout
+    /// whatever the program prints: output keeps being read (and dropped over the output limit)
+    /// while the container is killed, and the attach streams are closed if the engine has not
+    /// confirmed the kill within 3 s.
+    ///
+    /// Requests are validated when built (input caps: see [`ExecRequest`]); the timeout is
+    /// checked against the configured maximum here, before any container starts.
     pub async fn execute(&self, req: ExecRequest) -> Result<ExecutionResult> {
         let inner = &self.inner;
         if inner.closed.load(Ordering::Acquire) {
