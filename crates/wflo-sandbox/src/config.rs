@@ -119,6 +119,11 @@ impl Limits {
 
 /// How a [`crate::SandboxRuntime`] reaches Docker and runs containers. Build with
 /// [`SandboxConfig::builder`].
+///
+/// What one request may bring (environment, /workspace files, stdin) is capped independently
+/// of this configuration, by [`crate::ExecRequestBuilder::build`]: see [`crate::ExecRequest`] and
+/// [`crate::MAX_ENV_VARS`], [`crate::MAX_ENV_VAR_BYTES`], [`crate::MAX_ENV_BYTES`],
+/// [`crate::MAX_FILES`], [`crate::MAX_FILES_BYTES`], [`crate::MAX_STDIN_BYTES`].
 #[derive(Debug, Clone)]
 pub struct SandboxConfig {
     pub(crate) image: String,
@@ -225,7 +230,8 @@ impl SandboxConfigBuilder {
         self
     }
 
-    /// Timeout of a request that sets none (default 30 s).
+    /// Timeout of a request that sets none (default 30 s). A timed-out run returns at most
+    /// about 5 s after it, whatever the program prints.
     pub fn default_timeout(mut self, timeout: Duration) -> Self {
         self.config.default_timeout = timeout;
         self

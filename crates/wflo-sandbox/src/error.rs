@@ -4,8 +4,8 @@ use std::time::Duration;
 /// Everything that can go wrong in this crate.
 ///
 /// Request problems ([`Error::UnknownLanguage`], [`Error::InvalidLimit`],
-/// [`Error::TimeoutTooLong`], [`Error::InvalidEnvName`], [`Error::InvalidFile`]) are found before
-/// any container starts.
+/// [`Error::TimeoutTooLong`], [`Error::InvalidEnvName`], [`Error::InvalidFile`],
+/// [`Error::InputTooLarge`]) are found before any container starts.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -78,6 +78,27 @@ pub enum Error {
         path: String,
         /// Why it was refused.
         reason: &'static str,
+    },
+
+    /// The request's environment, workspace files or stdin are over one of the input caps
+    /// [`crate::ExecRequestBuilder::build`] checks ([`crate::MAX_ENV_VARS`],
+    /// [`crate::MAX_ENV_VAR_BYTES`], [`crate::MAX_ENV_BYTES`], [`crate::MAX_FILES`],
+    /// [`crate::MAX_FILES_BYTES`], [`crate::MAX_STDIN_BYTES`]).
+    #[error("{what} is {actual}{unit}, over the cap of {cap}{unit} ({cap_name}); {hint}")]
+    InputTooLarge {
+        /// What is over its cap, e.g. `the number of environment variables` or
+        /// ``environment variable `KEY` (NAME=VALUE)``.
+        what: String,
+        /// The request's count or size.
+        actual: usize,
+        /// The cap.
+        cap: usize,
+        /// `""` for a count, `" bytes"` for a size.
+        unit: &'static str,
+        /// The constant that holds the cap, e.g. `MAX_ENV_VARS`.
+        cap_name: &'static str,
+        /// What to do instead.
+        hint: &'static str,
     },
 
     /// The runtime configuration is inconsistent.

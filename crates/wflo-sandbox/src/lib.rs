@@ -15,6 +15,13 @@
 //! `wflo.scope`, `wflo.sandbox-id`, `wflo.created`). The program reaches the container on its
 //! stdin, never in its command line or environment, so `docker inspect` does not show it.
 //!
+//! A request's inputs are capped before any container starts ([`Error::InputTooLarge`]): at
+//! most [`MAX_ENV_VARS`] environment variables, each `NAME=VALUE` at most [`MAX_ENV_VAR_BYTES`]
+//! and [`MAX_ENV_BYTES`] in total, at most [`MAX_FILES`] /workspace files and
+//! [`MAX_FILES_BYTES`] in total, at most [`MAX_STDIN_BYTES`] of stdin. A timeout holds whatever
+//! the program prints: the run ends within its timeout plus a few seconds, with stdout and stderr
+//! cut at the output limit.
+//!
 //! Containers are removed after use on every path (success, error, timeout, a dropped future),
 //! by default in the background right after the result is known ([`SandboxRuntime::flush`] and
 //! [`SandboxRuntime::shutdown`] wait for those removals); [`SandboxRuntime::sweep_orphans`]
@@ -49,6 +56,9 @@ pub use config::{
     DEFAULT_DOCKER_SOCKET, DEFAULT_IMAGE, Limits, SandboxConfig, SandboxConfigBuilder,
 };
 pub use error::{Error, Result};
-pub use request::{ExecRequest, ExecRequestBuilder, Language, NetworkPolicy};
+pub use request::{
+    ExecRequest, ExecRequestBuilder, Language, MAX_ENV_BYTES, MAX_ENV_VAR_BYTES, MAX_ENV_VARS,
+    MAX_FILES, MAX_FILES_BYTES, MAX_STDIN_BYTES, NetworkPolicy,
+};
 pub use result::{ExecStatus, ExecutionResult};
 pub use runtime::{ManagedContainer, SandboxRuntime};

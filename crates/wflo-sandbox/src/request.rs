@@ -5,6 +5,33 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+/// The most environment variables a request may set (besides the fixed `PATH`, `HOME`, `LANG`
+/// and Python switches). Each is set before the program starts; thousands would spend the
+/// timeout on setup.
+pub const MAX_ENV_VARS: usize = 1024;
+
+/// The largest one environment variable may be, counted as `NAME=VALUE` plus its terminating
+/// NUL: 128 KiB, Linux's limit for one string handed to `exec` (a bash program is started by
+/// `exec`; a larger variable could not reach it).
+pub const MAX_ENV_VAR_BYTES: usize = 128 * 1024;
+
+/// The largest the request's environment may be in total, each variable counted as
+/// `NAME=VALUE` plus its NUL: 1 MiB, half of what Linux lets `exec` pass with the usual 8 MiB
+/// stack limit (the rest is room for the fixed variables and the argument list).
+pub const MAX_ENV_BYTES: usize = 1024 * 1024;
+
+/// The most files a request may place in /workspace.
+pub const MAX_FILES: usize = 1024;
+
+/// The largest the request's /workspace files may be in total: 32 MiB (half of the default
+/// /workspace tmpfs, [`crate::Limits::workspace_bytes`]). They travel with the program over
+/// the container's stdin and are held in memory until it starts.
+pub const MAX_FILES_BYTES: usize = 32 * 1024 * 1024;
+
+/// The largest a request's stdin may be: 16 MiB. It is stored on the /tmp tmpfs
+/// ([`crate::Limits::tmp_bytes`]) before the program starts.
+pub const MAX_STDIN_BYTES: usize = 16 * 1024 * 1024;
+
 /// Languages a sandbox runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -64,6 +91,18 @@ pub enum NetworkPolicy {
 
 /// One program to run. Build with [`ExecRequest::builder`]; `build` refuses bad input before
 /// any container exists.
+///
+/// Input caps, checked by [`ExecRequestBuilder::build`] ([`Error::InputTooLarge`] names the cap):
+///
+/// | input | cap |
+/// |---|---|
+/// | environment variables | [`MAX_ENV_VARS`] (1024) variables, each `NAME=VALUE` at most [`MAX_ENV_VAR_BYTES`] (128 KiB), [`MAX_ENV_BYTES`] (1 MiB) in total |
+/// | /workspace files | [`MAX_FILES`] (1024) files, [`MAX_FILES_BYTES`] (32 MiB) in total |
+/// | stdin | [`MAX_STDIN_BYTES`] (16 MiB) |
+///
+/// Larger data belongs in a file (environment values) or in several executions; files and
+/// stdin must also fit the /workspace and /tmp tmpfs sizes of the request's [`crate::Limits`],
+/// else the program does not start (exit code 125).
 #[derive(Clone)]
 pub struct ExecRequest {
     pub(crate) code: Vec<u8>,
@@ -160,7 +199,8 @@ impl ExecRequestBuilder {
         self
     }
 
-    /// Bytes the program reads on its standard input (default none).
+    /// Bytes the program reads on its standard input (default none); at most
+    /// [`MAX_STDIN_BYTES`].
     pub fn stdin(mut self, stdin: impl Into<Vec<u8>>) -> Self {
         self.stdin = stdin.into();
         self
@@ -168,13 +208,16 @@ impl ExecRequestBuilder {
 
     /// An environment variable. Only variables given here are set in the sandbox (plus
     /// `PATH`, `HOME`, `LANG` and Python's unbuffered/no-bytecode switches); nothing of the
-    /// host's environment is passed. Values are not visible in `docker inspect`.
+    /// host's environment is passed. Values are not visible in `docker inspect`. At most
+    /// [`MAX_ENV_VARS`] variables, each at most [`MAX_ENV_VAR_BYTES`], [`MAX_ENV_BYTES`] in
+    /// total; a name given twice keeps the last value.
     pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.env.push((name.into(), value.into()));
         self
     }
 
-    /// A file placed at `/workspace/<path>` before the program starts (mode 0644).
+    /// A file placed at `/workspace/<path>` before the program starts (mode 0644). At most
+    /// [`MAX_FILES`] files, [`MAX_FILES_BYTES`] in total.
     pub fn file(self, path: impl Into<String>, contents: impl Into<Vec<u8>>) -> Self {
         self.file_with_mode(path, contents, 0o644)
     }
@@ -226,8 +269,9 @@ impl ExecRequestBuilder {
         self
     }
 
-    /// Validates and returns the request. The runtime checks the timeout against its maximum
-    /// before starting anything.
+    /// Validates and returns the request: the language, limits, environment names, file paths
+    /// and the input caps ([`Error::InputTooLarge`], see [`ExecRequest`]). The runtime checks
+    /// the timeout against its maximum before starting anything.
     pub fn build(self) -> Result<ExecRequest> {
         let language = self
             .language
@@ -259,6 +303,7 @@ impl ExecRequestBuilder {
             }
             env.insert(name, value);
         }
+        check_inputs(&env, &self.files, self.stdin.len())?;
         let mut seen = std::collections::HashSet::new();
         for (path, _, mode) in &self.files {
             check_file_path(path)?;
@@ -289,6 +334,99 @@ impl ExecRequestBuilder {
             network: self.network,
         })
     }
+}
+
+/// `NAME=VALUE` plus the NUL that ends it in the program's environment block.
+fn env_entry_bytes(name: &str, value: &str) -> usize {
+    name.len() + 1 + value.len() + 1
+}
+
+fn check_inputs(
+    env: &BTreeMap<String, String>,
+    files: &[(String, Vec<u8>, u32)],
+    stdin: usize,
+) -> Result<()> {
+    const ENV_HINT: &str = "pass large or many values in a workspace file or on stdin";
+    const DATA_HINT: &str = "send less data per execution (split the work over several)";
+    let over = |what: String, actual, cap, unit, cap_name, hint| {
+        Err(Error::InputTooLarge {
+            what,
+            actual,
+            cap,
+            unit,
+            cap_name,
+            hint,
+        })
+    };
+    if env.len() > MAX_ENV_VARS {
+        return over(
+            "the number of environment variables".into(),
+            env.len(),
+            MAX_ENV_VARS,
+            "",
+            "MAX_ENV_VARS",
+            ENV_HINT,
+        );
+    }
+    let mut env_total = 0;
+    for (name, value) in env {
+        let bytes = env_entry_bytes(name, value);
+        if bytes > MAX_ENV_VAR_BYTES {
+            return over(
+                format!("environment variable `{name}` (NAME=VALUE)"),
+                bytes,
+                MAX_ENV_VAR_BYTES,
+                " bytes",
+                "MAX_ENV_VAR_BYTES",
+                ENV_HINT,
+            );
+        }
+        env_total += bytes;
+    }
+    if env_total > MAX_ENV_BYTES {
+        return over(
+            "the environment in total".into(),
+            env_total,
+            MAX_ENV_BYTES,
+            " bytes",
+            "MAX_ENV_BYTES",
+            ENV_HINT,
+        );
+    }
+    if files.len() > MAX_FILES {
+        return over(
+            "the number of workspace files".into(),
+            files.len(),
+            MAX_FILES,
+            "",
+            "MAX_FILES",
+            "pack them into one archive file and unpack it in the program",
+        );
+    }
+    let files_total = files
+        .iter()
+        .fold(0usize, |sum, f| sum.saturating_add(f.1.len()));
+    if files_total > MAX_FILES_BYTES {
+        return over(
+            "the workspace files in total".into(),
+            files_total,
+            MAX_FILES_BYTES,
+            " bytes",
+            "MAX_FILES_BYTES",
+            DATA_HINT,
+        );
+    }
+    if stdin > MAX_STDIN_BYTES {
+        return over(
+            "stdin".into(),
+            stdin,
+            MAX_STDIN_BYTES,
+            " bytes",
+            "MAX_STDIN_BYTES",
+            DATA_HINT,
+        );
+    }
+    Ok(())
 }
 
 fn is_identifier(name: &str) -> bool {
@@ -403,6 +541,169 @@ mod tests {
                 .file("data/in.csv", "1,2")
                 .build()
                 .is_ok()
+        );
+    }
+
+    fn over_cap(b: ExecRequestBuilder) -> (String, usize, usize, &'static str, String) {
+        match b.build() {
+            Err(
+                ref e @ Error::InputTooLarge {
+                    ref what,
+                    actual,
+                    cap,
+                    cap_name,
+                    ..
+                },
+            ) => (what.clone(), actual, cap, cap_name, e.to_string()),
+            other => panic!("expected InputTooLarge, got {other:?}"),
+        }
+    }
+
+    /// Variables `V00000..` whose `NAME=VALUE\0` entries are `each` bytes long.
+    fn with_env(mut b: ExecRequestBuilder, n: usize, each: usize) -> ExecRequestBuilder {
+        for i in 0..n {
+            let name = format!("V{i:05}");
+            let value = "x".repeat(each - name.len() - 2);
+            b = b.env(name, value);
+        }
+        b
+    }
+
+    #[test]
+    fn env_count_is_capped() {
+        let ok = with_env(ExecRequest::builder(""), MAX_ENV_VARS, 8)
+            .build()
+            .unwrap();
+        assert_eq!(ok.env.len(), MAX_ENV_VARS);
+        // The issue's case: 100,000 variables are refused at once, not set up in the sandbox.
+        let started = std::time::Instant::now();
+        let (what, actual, cap, cap_name, text) =
+            over_cap(with_env(ExecRequest::builder(""), 100_000, 8));
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(what, "the number of environment variables");
+        assert_eq!(
+            (actual, cap, cap_name),
+            (100_000, MAX_ENV_VARS, "MAX_ENV_VARS")
+        );
+        assert_eq!(
+            text,
+            "the number of environment variables is 100000, over the cap of 1024 \
+             (MAX_ENV_VARS); pass large or many values in a workspace file or on stdin"
+        );
+        let (_, actual, ..) = over_cap(with_env(ExecRequest::builder(""), MAX_ENV_VARS + 1, 8));
+        assert_eq!(actual, MAX_ENV_VARS + 1);
+        // A name given twice is one variable (the last value wins).
+        let mut b = with_env(ExecRequest::builder(""), MAX_ENV_VARS, 8);
+        b = b.env("V00000", "again");
+        let ok = b.build().unwrap();
+        assert_eq!(ok.env.len(), MAX_ENV_VARS);
+        assert_eq!(ok.env["V00000"], "again");
+    }
+
+    #[test]
+    fn one_env_variable_is_capped_and_named() {
+        let at_cap = with_env(ExecRequest::builder(""), 1, MAX_ENV_VAR_BYTES)
+            .build()
+            .unwrap();
+        assert_eq!(
+            env_entry_bytes("V00000", &at_cap.env["V00000"]),
+            MAX_ENV_VAR_BYTES
+        );
+        let (what, actual, cap, cap_name, text) =
+            over_cap(with_env(ExecRequest::builder(""), 1, MAX_ENV_VAR_BYTES + 1));
+        assert_eq!(what, "environment variable `V00000` (NAME=VALUE)");
+        assert_eq!(
+            (actual, cap, cap_name),
+            (
+                MAX_ENV_VAR_BYTES + 1,
+                MAX_ENV_VAR_BYTES,
+                "MAX_ENV_VAR_BYTES"
+            )
+        );
+        assert!(text.starts_with("environment variable `V00000` (NAME=VALUE) is 131073 bytes, over the cap of 131072 bytes (MAX_ENV_VAR_BYTES); "), "{text}");
+        // The issue's case: a 1 MB value.
+        let (what, actual, ..) =
+            over_cap(ExecRequest::builder("").env("BIG", "v".repeat(1_000_000)));
+        assert_eq!(what, "environment variable `BIG` (NAME=VALUE)");
+        assert_eq!(actual, 1_000_000 + "BIG".len() + 2);
+    }
+
+    #[test]
+    fn the_environment_in_total_is_capped() {
+        // Eight variables of the largest size are exactly the total cap.
+        let n = MAX_ENV_BYTES / MAX_ENV_VAR_BYTES;
+        let ok = with_env(ExecRequest::builder(""), n, MAX_ENV_VAR_BYTES)
+            .build()
+            .unwrap();
+        let total: usize = ok.env.iter().map(|(k, v)| env_entry_bytes(k, v)).sum();
+        assert_eq!(total, MAX_ENV_BYTES);
+        let b = with_env(ExecRequest::builder(""), n, MAX_ENV_VAR_BYTES).env("ONE", "");
+        let (what, actual, cap, cap_name, text) = over_cap(b);
+        assert_eq!(what, "the environment in total");
+        assert_eq!(
+            (actual, cap, cap_name),
+            (MAX_ENV_BYTES + 5, MAX_ENV_BYTES, "MAX_ENV_BYTES")
+        );
+        assert!(text.contains("in a workspace file or on stdin"), "{text}");
+    }
+
+    #[test]
+    fn workspace_files_are_capped_in_number_and_size() {
+        let many = |n: usize| {
+            (0..n).fold(ExecRequest::builder(""), |b, i| {
+                b.file(format!("f{i}"), "x")
+            })
+        };
+        assert_eq!(many(MAX_FILES).build().unwrap().files.len(), MAX_FILES);
+        let (what, actual, cap, cap_name, text) = over_cap(many(MAX_FILES + 1));
+        assert_eq!(what, "the number of workspace files");
+        assert_eq!(
+            (actual, cap, cap_name),
+            (MAX_FILES + 1, MAX_FILES, "MAX_FILES")
+        );
+        assert!(text.contains("one archive file"), "{text}");
+
+        let half = MAX_FILES_BYTES / 2;
+        let ok = ExecRequest::builder("")
+            .file("a", vec![0u8; half])
+            .file("b", vec![0u8; MAX_FILES_BYTES - half])
+            .build();
+        assert!(ok.is_ok(), "exactly the cap is allowed");
+        let (what, actual, cap, cap_name, text) = over_cap(
+            ExecRequest::builder("")
+                .file("a", vec![0u8; half])
+                .file("b", vec![0u8; MAX_FILES_BYTES - half + 1]),
+        );
+        assert_eq!(what, "the workspace files in total");
+        assert_eq!(
+            (actual, cap, cap_name),
+            (MAX_FILES_BYTES + 1, MAX_FILES_BYTES, "MAX_FILES_BYTES")
+        );
+        assert!(
+            text.contains("bytes, over the cap of 33554432 bytes"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn stdin_is_capped() {
+        assert!(
+            ExecRequest::builder("")
+                .stdin(vec![b'x'; MAX_STDIN_BYTES])
+                .build()
+                .is_ok()
+        );
+        let (what, actual, cap, cap_name, text) =
+            over_cap(ExecRequest::builder("").stdin(vec![b'x'; MAX_STDIN_BYTES + 1]));
+        assert_eq!(what, "stdin");
+        assert_eq!(
+            (actual, cap, cap_name),
+            (MAX_STDIN_BYTES + 1, MAX_STDIN_BYTES, "MAX_STDIN_BYTES")
+        );
+        assert_eq!(
+            text,
+            "stdin is 16777217 bytes, over the cap of 16777216 bytes (MAX_STDIN_BYTES); \
+             send less data per execution (split the work over several)"
         );
     }
 

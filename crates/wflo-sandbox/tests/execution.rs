@@ -191,6 +191,99 @@ async fn bad_requests_are_refused_before_any_container_starts() {
 }
 
 #[tokio::test]
+async fn inputs_over_the_caps_start_no_container_and_inputs_at_the_caps_run() {
+    use wflo_sandbox::{
+        MAX_ENV_BYTES, MAX_ENV_VAR_BYTES, MAX_ENV_VARS, MAX_FILES, MAX_FILES_BYTES, MAX_STDIN_BYTES,
+    };
+    let rt = runtime(config("caps").default_timeout(Duration::from_secs(60))).await;
+    // Over the caps: refused at once (100,000 variables used to spend the whole timeout being
+    // set up; a 1 MB variable made bash launches fail with the bootstrap's traceback).
+    let started = Instant::now();
+    let many = (0..100_000).fold(ExecRequest::builder("print(1)"), |b, i| {
+        b.env(format!("V{i}"), "x")
+    });
+    let refusals = [
+        many.build().unwrap_err(),
+        ExecRequest::builder("echo $BIG")
+            .language(Language::Bash)
+            .env("BIG", "v".repeat(1_000_000))
+            .build()
+            .unwrap_err(),
+        ExecRequest::builder("")
+            .stdin(vec![0u8; MAX_STDIN_BYTES + 1])
+            .build()
+            .unwrap_err(),
+        ExecRequest::builder("")
+            .file("big", vec![0u8; MAX_FILES_BYTES + 1])
+            .build()
+            .unwrap_err(),
+    ];
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let caps: Vec<&str> = refusals
+        .iter()
+        .map(|e| match e {
+            Error::InputTooLarge { cap_name, .. } => *cap_name,
+            other => panic!("expected InputTooLarge, got {other}"),
+        })
+        .collect();
+    assert_eq!(
+        caps,
+        [
+            "MAX_ENV_VARS",
+            "MAX_ENV_VAR_BYTES",
+            "MAX_STDIN_BYTES",
+            "MAX_FILES_BYTES"
+        ]
+    );
+    assert!(
+        rt.list_managed().await.unwrap().is_empty(),
+        "no container was created"
+    );
+
+    // At the caps the program runs: bash gets a full environment through exec (eight
+    // variables of the largest size make the total cap), ...
+    let n = MAX_ENV_BYTES / MAX_ENV_VAR_BYTES;
+    let mut bash = ExecRequest::builder("for v in ${!BIG*}; do echo -n \"${#v}:${#BIG0} \"; done")
+        .language(Language::Bash);
+    for i in 0..n {
+        let name = format!("BIG{i}");
+        let value = "v".repeat(MAX_ENV_VAR_BYTES - name.len() - 2);
+        bash = bash.env(name, value);
+    }
+    let r = rt.execute(bash.build().unwrap()).await.unwrap();
+    assert_eq!(r.exit_code, 0, "stderr: {}", r.stderr);
+    let value_len = MAX_ENV_VAR_BYTES - "BIG0".len() - 2;
+    assert_eq!(r.stdout, format!("4:{value_len} ").repeat(n));
+    // ... Python gets the largest number of variables promptly, and the largest number of
+    // files and stdin all arrive.
+    let mut py_req = ExecRequest::builder(
+        "import os, sys\n\
+         names = [k for k in os.environ if k.startswith('E')]\n\
+         files = os.listdir('/workspace/d')\n\
+         size = sum(os.path.getsize('/workspace/d/' + f) for f in files)\n\
+         print(len(names), len(files), size, len(sys.stdin.buffer.read()))",
+    )
+    .stdin(vec![b's'; MAX_STDIN_BYTES]);
+    for i in 0..MAX_ENV_VARS {
+        py_req = py_req.env(format!("E{i}"), "x");
+    }
+    let each = MAX_FILES_BYTES / MAX_FILES;
+    for i in 0..MAX_FILES {
+        py_req = py_req.file(format!("d/f{i}"), vec![b'f'; each]);
+    }
+    let r = rt.execute(py_req.build().unwrap()).await.unwrap();
+    assert_eq!(r.exit_code, 0, "stderr: {}", r.stderr);
+    assert_eq!(
+        r.stdout,
+        format!("{MAX_ENV_VARS} {MAX_FILES} {MAX_FILES_BYTES} {MAX_STDIN_BYTES}\n")
+    );
+    assert!(r.duration < Duration::from_secs(10), "ran {:?}", r.duration);
+    rt.flush().await;
+    assert!(rt.list_managed().await.unwrap().is_empty());
+    finish(rt).await;
+}
+
+#[tokio::test]
 async fn a_missing_image_is_a_typed_error_naming_the_xtask_command() {
     let err = wflo_sandbox::SandboxRuntime::new(
         config("noimage")
