@@ -23,6 +23,23 @@ pub(crate) fn percent(spent: Decimal, limit: Option<Decimal>) -> String {
     }
 }
 
+/// The cost cell of a step: its cost, or `0.00 cached (saved X)` when the LLM response cache
+/// answered it (the step's output then records `cached: true` and `saved_usd`).
+pub(crate) fn step_cost(cost: Decimal, output: Option<&serde_json::Value>) -> String {
+    let Some(o) = output.filter(|o| o.get("cached").and_then(|c| c.as_bool()) == Some(true)) else {
+        return usd(cost);
+    };
+    let saved = o.get("saved_usd").and_then(|v| match v {
+        serde_json::Value::String(s) => s.parse::<Decimal>().ok(),
+        serde_json::Value::Number(n) => n.to_string().parse::<Decimal>().ok(),
+        _ => None,
+    });
+    match saved {
+        Some(s) => format!("{} cached (saved {})", usd(cost), usd(s)),
+        None => format!("{} cached", usd(cost)),
+    }
+}
+
 /// A UTC time without fractions.
 pub(crate) fn time(t: chrono::DateTime<chrono::Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S").to_string()
@@ -123,6 +140,26 @@ mod tests {
         assert_eq!(usd(Decimal::ZERO), "0.00");
         assert_eq!(usd(Decimal::from(3)), "3.00");
         assert_eq!(usd(Decimal::from_str("0.0000000004").unwrap()), "0.00");
+    }
+
+    #[test]
+    fn a_cached_step_says_so_and_what_it_saved() {
+        let d = |s| Decimal::from_str(s).unwrap();
+        assert_eq!(step_cost(d("0.000123"), None), "0.000123");
+        let paid = serde_json::json!({"text": "x", "cached": false});
+        assert_eq!(step_cost(d("0.000123"), Some(&paid)), "0.000123");
+        let hit = serde_json::json!({"cached": true, "cost_usd": "0", "saved_usd": "0.000321"});
+        assert_eq!(
+            step_cost(Decimal::ZERO, Some(&hit)),
+            "0.00 cached (saved 0.000321)"
+        );
+        let hit = serde_json::json!({"cached": true, "saved_usd": 0.5});
+        assert_eq!(
+            step_cost(Decimal::ZERO, Some(&hit)),
+            "0.00 cached (saved 0.50)"
+        );
+        let hit = serde_json::json!({"cached": true});
+        assert_eq!(step_cost(Decimal::ZERO, Some(&hit)), "0.00 cached");
     }
 
     #[test]

@@ -93,7 +93,7 @@ pub(crate) struct RunArgs {
     #[arg(long = "input", short = 'i', value_name = "NAME=VALUE", value_parser = commands::run::parse_input)]
     pub(crate) inputs: Vec<(String, serde_json::Value)>,
     /// The execution's budget in USD (overrides the file's policies.budget_usd).
-    #[arg(long, value_name = "USD", value_parser = commands::run::parse_budget)]
+    #[arg(long, value_name = "USD", value_parser = commands::run::parse_budget, allow_negative_numbers = true)]
     pub(crate) budget: Option<rust_decimal::Decimal>,
     /// The engine.
     #[arg(long, value_enum, default_value = "local")]

@@ -105,6 +105,12 @@ fn malformed_workflow_files_exit_2_naming_the_step() {
             "step `only`",
             "unknown step `ghost`",
         ),
+        (
+            "self.yaml",
+            "name: s\nsteps:\n  - id: loop\n    kind: code\n    code: \"{{ steps.loop.output.stdout }}\"\n",
+            "step `loop` (line 3)",
+            "own output",
+        ),
     ];
     for (file, text, step, what) in cases {
         let path = world.file(file, text);
@@ -117,7 +123,130 @@ fn malformed_workflow_files_exit_2_naming_the_step() {
             "{file}: {}",
             run.stderr
         );
+        if file == "self.yaml" {
+            assert!(!run.stderr.contains("cycle"), "{}", run.stderr);
+            assert!(
+                !run.stderr.contains("add it to depends_on"),
+                "{}",
+                run.stderr
+            );
+        }
     }
+}
+
+#[test]
+fn a_template_naming_an_undeclared_input_is_refused_before_anything_is_written() {
+    for inputs in ["", "inputs:\n  topic: {default: rust}\n"] {
+        let world = World::new().env("WFLO_LLM_CASSETTE", cassette());
+        let path = world.file(
+            "nope.yaml",
+            &format!(
+                "name: n\n{inputs}steps:\n  - id: ask\n    kind: llm\n    model: gpt-4o-mini\n    prompt: \"About {{{{ inputs.nope }}}}\"\n"
+            ),
+        );
+        let run = world.run(&["run", &path, "--input", "nope=x"]);
+        run.expect_code(2);
+        assert!(run.stderr.contains("step `ask`"), "{}", run.stderr);
+        assert!(
+            run.stderr.contains("undeclared input `nope`"),
+            "{}",
+            run.stderr
+        );
+        assert!(!run.stderr.contains("undefined value"), "{}", run.stderr);
+        assert!(
+            !world.dir.path().join("wflo.db").exists(),
+            "the refused run created the database (inputs block: {inputs:?})"
+        );
+    }
+}
+
+#[test]
+fn a_missing_llm_provider_is_refused_before_the_execution_is_written() {
+    let world = World::new();
+    let path = world.file(
+        "ask.yaml",
+        "name: ask\nsteps:\n  - id: first\n    kind: checkpoint\n  - id: ask\n    kind: llm\n    depends_on: [first]\n    model: gpt-4o-mini\n    prompt: hi\n",
+    );
+    let run = world.run(&["run", &path]);
+    run.expect_code(2);
+    assert!(
+        run.stderr
+            .contains("step `ask` calls an LLM but no provider is configured"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("OPENAI_API_KEY"), "{}", run.stderr);
+    assert!(
+        !run.stdout.contains("running") && !run.stderr.contains("running ask"),
+        "the run started: {}\n{}",
+        run.stdout,
+        run.stderr
+    );
+    let list = world.run(&["executions", "list"]);
+    list.expect_code(0);
+    assert!(
+        list.stdout.contains("no executions"),
+        "an execution row was written: {}",
+        list.stdout
+    );
+}
+
+#[test]
+fn a_negative_budget_is_refused_as_not_greater_than_zero() {
+    let world = World::new().env("WFLO_LLM_CASSETTE", cassette());
+    for budget in ["-1", "-0.5", "0"] {
+        let run = world.run(&["run", &quickstart(), "--budget", budget]);
+        run.expect_code(2);
+        assert!(
+            run.stderr.contains("must be greater than zero"),
+            "{budget}: {}",
+            run.stderr
+        );
+        assert!(!run.stderr.contains("-- "), "{budget}: {}", run.stderr);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_step_answered_from_the_response_cache_shows_cached_and_the_amount_saved() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(chat_completion(
+            "print(1)\n",
+            1000,
+            100,
+        )))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let world = World::new()
+        .env("OPENAI_API_KEY", "sk-test-cache")
+        .env("OPENAI_BASE_URL", format!("{}/v1", server.uri()));
+    let path = world.file(
+        "twice.yaml",
+        "name: twice\nsteps:\n  - id: first\n    kind: llm\n    model: gpt-4o-mini\n    prompt: Say hi\n    max_tokens: 50\n  - id: again\n    kind: llm\n    depends_on: [first]\n    model: gpt-4o-mini\n    prompt: Say hi\n    max_tokens: 50\n",
+    );
+    let run = common::run_blocking(world.command(&["run", &path])).await;
+    run.expect_code(0);
+    let row = |step: &str| {
+        run.stdout
+            .lines()
+            .find(|l| l.starts_with(step))
+            .unwrap_or_else(|| panic!("no {step} row in:\n{}", run.stdout))
+            .to_string()
+    };
+    let paid = row("first")
+        .split_whitespace()
+        .last()
+        .expect("a cost cell")
+        .to_string();
+    assert_ne!(paid, "0.00", "{}", run.stdout);
+    assert!(!row("first").contains("cached"), "{}", run.stdout);
+    assert!(
+        row("again").ends_with(&format!("0.00 cached (saved {paid})")),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(server.received_requests().await.unwrap().len(), 1);
 }
 
 #[test]
@@ -257,12 +386,17 @@ fn doctor_reports_each_service_and_fails_on_a_configured_one_that_is_down() {
     let world = World::new()
         .env("REDIS_URL", "redis://127.0.0.1:1")
         .env("WFLO_LLM_CASSETTE", cassette());
-    // A fresh database is behind: doctor says so without failing.
+    // No database yet: doctor says how one is made, and does not make it.
     let fresh = world.run(&["doctor"]);
     assert!(
-        fresh.stdout.contains("run `wflo migrate`"),
+        fresh.stdout.contains("does not exist yet") && fresh.stdout.contains("wflo migrate"),
         "{}",
         fresh.stdout
+    );
+    assert!(!fresh.stdout.contains("behind"), "{}", fresh.stdout);
+    assert!(
+        !world.dir.path().join("wflo.db").exists(),
+        "doctor created the database"
     );
     world.run(&["migrate"]).expect_code(0);
     let run = world.run(&["doctor"]);
@@ -282,10 +416,59 @@ fn doctor_reports_each_service_and_fails_on_a_configured_one_that_is_down() {
     );
     assert!(line("redis").contains("FAIL"), "{}", run.stdout);
     assert!(line("redis").contains("REDIS_URL"), "{}", run.stdout);
+    assert!(
+        line("redis").contains("connection refused at 127.0.0.1:1;"),
+        "{}",
+        run.stdout
+    );
     assert!(line("kafka").contains("not set"), "{}", run.stdout);
     assert!(line("temporal").contains("not set"), "{}", run.stdout);
     assert!(line("llm").contains("1 recorded answer"), "{}", run.stdout);
     assert!(run.stderr.contains("redis"), "{}", run.stderr);
+}
+
+#[test]
+fn doctor_puts_connection_failures_in_words_and_gives_the_cli_fix_for_docker_once() {
+    let world = World::new()
+        .env("REDIS_URL", "redis://127.0.0.1:6390")
+        .env("TEMPORAL_ADDRESS", "http://127.0.0.1:1")
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock");
+    let run = world.run(&["doctor"]);
+    run.expect_code(4);
+    let line = |name: &str| {
+        run.stdout
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} line in:\n{}", run.stdout))
+            .to_string()
+    };
+    assert!(
+        line("redis").contains("connection refused at 127.0.0.1:6390"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        line("temporal").contains("connection refused at 127.0.0.1:1"),
+        "{}",
+        run.stdout
+    );
+    for text in ["Os {", "os error", "code: 111"] {
+        assert!(!run.stdout.contains(text), "{text}: {}", run.stdout);
+    }
+    assert!(!run.stdout.contains("local engine"), "{}", run.stdout);
+    let docker = line("docker");
+    assert!(docker.contains("FAIL"), "{docker}");
+    assert!(docker.contains("/nonexistent/docker.sock"), "{docker}");
+    assert_eq!(docker.matches("DOCKER_HOST").count(), 1, "{docker}");
+    assert_eq!(docker.matches("services up docker").count(), 1, "{docker}");
+    assert!(
+        !docker.contains("SandboxConfig"),
+        "a Rust API is no CLI fix: {docker}"
+    );
+    assert!(
+        !world.dir.path().join("wflo.db").exists(),
+        "doctor created the database"
+    );
 }
 
 #[test]

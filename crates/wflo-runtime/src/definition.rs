@@ -263,6 +263,20 @@ impl WorkflowDef {
         Ok(def)
     }
 
+    /// Refuses a definition with an `llm` step when no LLM provider is configured, naming the
+    /// step, so the run is refused before anything is written.
+    pub fn require_llm_provider(&self, configured: bool) -> Result<()> {
+        match self.steps.iter().find(|s| s.kind == StepKind::Llm) {
+            Some(step) if !configured => Err(Error::NotConfigured(format!(
+                "step `{}` calls an LLM but no provider is configured; set OPENAI_API_KEY or \
+                 ANTHROPIC_API_KEY (with OPENAI_BASE_URL or ANTHROPIC_BASE_URL for a compatible \
+                 server), or WFLO_LLM_CASSETTE for a replay cassette; nothing was started",
+                step.id
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// The step with this id.
     pub fn step(&self, id: &str) -> Option<&StepDef> {
         self.steps.iter().find(|s| s.id == id)
@@ -325,7 +339,10 @@ impl WorkflowDef {
                     return Err(err(&s.id, format!("depends on unknown step `{d}`")));
                 }
                 if d == &s.id {
-                    return Err(err(&s.id, "depends on itself".into()));
+                    return Err(err(
+                        &s.id,
+                        format!("lists itself in depends_on; remove `{d}` from its depends_on"),
+                    ));
                 }
             }
             if s.retry.max_attempts == 0 {
@@ -350,12 +367,11 @@ impl WorkflowDef {
                     match parts.next() {
                         Some("inputs") => {
                             if let Some(name) = parts.next()
-                                && !self.inputs.is_empty()
                                 && !self.inputs.contains_key(name)
                             {
                                 return Err(err(
                                     &s.id,
-                                    format!("template in `{field}` uses undeclared input `{name}`"),
+                                    undeclared_input(&field, name, &self.inputs),
                                 ));
                             }
                         }
@@ -368,6 +384,14 @@ impl WorkflowDef {
                                     ),
                                 ));
                             };
+                            if dep == s.id {
+                                return Err(err(
+                                    &s.id,
+                                    format!(
+                                        "template in `{field}` uses the step's own output (`steps.{dep}`), which does not exist while the step runs; use an input or the output of an earlier step"
+                                    ),
+                                ));
+                            }
                             if !ancestors[&s.id].contains(dep) {
                                 return Err(err(
                                     &s.id,
@@ -432,6 +456,21 @@ impl WorkflowDef {
         }
         out
     }
+}
+
+/// The refusal of `{{ inputs.NAME }}` when NAME is not declared, saying how to declare it.
+fn undeclared_input(field: &str, name: &str, inputs: &BTreeMap<String, InputDef>) -> String {
+    let declared = if inputs.is_empty() {
+        "the file declares no inputs".to_string()
+    } else {
+        format!(
+            "declared inputs: {}",
+            inputs.keys().cloned().collect::<Vec<_>>().join(", ")
+        )
+    };
+    format!(
+        "template in `{field}` uses undeclared input `{name}` ({declared}); declare it under `inputs:` (for example `inputs: {{{name}: {{default: ...}}}}`) or fix the name"
+    )
 }
 
 fn find_cycle(remaining: &[&StepDef]) -> Vec<String> {
@@ -885,6 +924,65 @@ steps:
         );
         assert_eq!(step.as_deref(), Some("a"));
         assert!(msg.contains("undeclared input `y`"), "{msg}");
+    }
+
+    #[test]
+    fn an_undeclared_input_is_refused_with_or_without_an_inputs_block() {
+        for (inputs, declared) in [
+            ("", "declares no inputs"),
+            (
+                "inputs: {topic: {default: rust}}\n",
+                "declared inputs: topic",
+            ),
+        ] {
+            let (step, line, msg) = err_of(&format!(
+                "name: c\n{inputs}steps:\n  - id: first\n    kind: checkpoint\n  - id: ask\n    kind: llm\n    model: gpt-4o-mini\n    prompt: \"About {{{{ inputs.nope }}}}\"\n"
+            ));
+            assert_eq!(step.as_deref(), Some("ask"), "{msg}");
+            assert_eq!(line, Some(if inputs.is_empty() { 5 } else { 6 }), "{msg}");
+            assert!(msg.contains("undeclared input `nope`"), "{msg}");
+            assert!(msg.contains("`prompt`"), "{msg}");
+            assert!(msg.contains(declared), "{msg}");
+            assert!(msg.contains("inputs:"), "says where to declare it: {msg}");
+        }
+        // A declared input without a default is fine.
+        WorkflowDef::from_yaml(
+            "name: c\ninputs: [topic]\nsteps:\n  - id: a\n    kind: code\n    code: \"print('{{ inputs.topic }}')\"\n",
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn a_step_reading_its_own_output_is_not_called_a_cycle() {
+        let (step, _, msg) = err_of(
+            "name: c\nsteps:\n  - id: a\n    kind: code\n    code: \"{{ steps.a.output.stdout }}\"\n",
+        );
+        assert_eq!(step.as_deref(), Some("a"));
+        assert!(msg.contains("own output"), "{msg}");
+        assert!(!msg.contains("cycle"), "{msg}");
+        assert!(!msg.contains("add it to depends_on"), "{msg}");
+        // Also when it lists itself as a dependency.
+        let (step, _, msg) = err_of(
+            "name: c\nsteps:\n  - id: a\n    kind: code\n    depends_on: [a]\n    code: \"{{ steps.a.output.stdout }}\"\n",
+        );
+        assert_eq!(step.as_deref(), Some("a"));
+        assert!(msg.contains("lists itself in depends_on"), "{msg}");
+        assert!(!msg.contains("cycle"), "{msg}");
+    }
+
+    #[test]
+    fn an_llm_step_without_a_provider_is_refused_naming_it() {
+        let d = WorkflowDef::from_yaml(OK).unwrap();
+        d.require_llm_provider(true).unwrap();
+        let e = d.require_llm_provider(false).unwrap_err();
+        assert!(matches!(e, Error::NotConfigured(_)), "{e:?}");
+        let msg = e.to_string();
+        assert!(msg.contains("step `plan`"), "{msg}");
+        assert!(msg.contains("OPENAI_API_KEY"), "{msg}");
+        // Without llm steps no provider is needed.
+        let d =
+            WorkflowDef::from_yaml("name: c\nsteps:\n  - id: a\n    kind: checkpoint\n").unwrap();
+        d.require_llm_provider(false).unwrap();
     }
 
     #[test]

@@ -51,17 +51,110 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-async fn within<T>(
+async fn within<T, E: From<String>>(
     what: &str,
-    fut: impl std::future::Future<Output = Result<T, String>>,
-) -> Result<T, String> {
+    fut: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, E> {
     tokio::time::timeout(LIMIT, fut)
         .await
-        .unwrap_or_else(|_| Err(format!("{what} did not answer within {LIMIT:?}")))
+        .unwrap_or_else(|_| Err(E::from(format!("{what} did not answer within {LIMIT:?}"))))
+}
+
+/// A connection failure in words ("connection refused"), not an OS error's debug form
+/// (`Os { code: 111, .. }`); `None` when `text` names no known network failure.
+pub(crate) fn network_words(text: &str) -> Option<&'static str> {
+    let t = text.to_ascii_lowercase();
+    let has = |needles: &[&str]| needles.iter().any(|n| t.contains(n));
+    Some(
+        if has(&[
+            "connection refused",
+            "connectionrefused",
+            "code: 111",
+            "os error 111",
+        ]) {
+            "connection refused"
+        } else if has(&["no route to host", "code: 113", "os error 113"]) {
+            "no route to host"
+        } else if has(&["network is unreachable", "code: 101", "os error 101"]) {
+            "network unreachable"
+        } else if has(&["connection reset", "code: 104", "os error 104"]) {
+            "connection reset"
+        } else if has(&[
+            "name or service not known",
+            "failed to lookup address",
+            "dns error",
+            "nodename nor servname",
+            "temporary failure in name resolution",
+        ]) {
+            "host name not found"
+        } else if has(&["timed out", "timeout", "deadline"]) {
+            "no answer in time"
+        } else if has(&["permission denied", "code: 13,", "os error 13"]) {
+            "permission denied"
+        } else {
+            return None;
+        },
+    )
+}
+
+/// `what went wrong at where`: the failure in words when it is a known network failure, else
+/// the error's own text.
+fn failure_at(text: &str, at: &str) -> String {
+    match network_words(text) {
+        Some(words) => format!("{words} at {at}"),
+        None => text.to_string(),
+    }
+}
+
+/// `host:port` of a URL such as `redis://user:pw@host:6379/0` or `postgres://u@host/db`.
+pub(crate) fn url_host_port(url: &str, default_port: u16) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.split(['/', '?']).next().unwrap_or(rest);
+    let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    if host.contains(':') && !host.ends_with(']') {
+        host.to_string()
+    } else {
+        format!("{host}:{default_port}")
+    }
+}
+
+/// The file of a SQLite URL (`sqlite://wflo.db?mode=rwc` -> `wflo.db`); `None` in memory.
+pub(crate) fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url.strip_prefix("sqlite:")?;
+    if rest.contains(":memory:") || url.contains("mode=memory") {
+        return None;
+    }
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    let path = rest.split('?').next().unwrap_or(rest);
+    (!path.is_empty()).then(|| std::path::PathBuf::from(path))
 }
 
 async fn database(config: &Config) -> Check {
     let url = redact(config.database_url());
+    // Doctor looks and never creates: a SQLite file that is not there is not made here.
+    if let Some(file) = sqlite_file(config.database_url())
+        && !file.exists()
+    {
+        return Check::Off(format!(
+            "{url}: {} does not exist yet; `wflo migrate` or the first `wflo run` creates it",
+            file.display()
+        ));
+    }
+    // The pool reports a refused connection as a timeout: ask the server's port first.
+    if config.database_url().starts_with("postgres") {
+        let at = url_host_port(config.database_url(), 5432);
+        let reached = within("the database", async {
+            tokio::net::TcpStream::connect(&at)
+                .await
+                .map_err(|e| failure_at(&format!("{e:?} {e}"), &at))
+        })
+        .await;
+        if let Err(e) = reached {
+            return Check::Fail(format!(
+                "{e}; start PostgreSQL there (`cargo xtask services up postgres`) or fix DATABASE_URL"
+            ));
+        }
+    }
     let db_config = match DbConfig::builder(config.database_url())
         .auto_migrate(false)
         .max_connections(1)
@@ -73,15 +166,25 @@ async fn database(config: &Config) -> Check {
         Err(e) => return Check::Fail(format!("{e}; fix DATABASE_URL")),
     };
     let db = match within("the database", async {
-        Db::connect(&db_config).await.map_err(|e| chain(&e))
+        Db::connect(&db_config).await.map_err(|e| match e {
+            wflo_core::db::Error::SchemaOutdated { pending } => DbFailure::Pending(pending),
+            wflo_core::db::Error::Connect { reason, .. } => DbFailure::Other(format!(
+                "{}; start the database or fix DATABASE_URL",
+                failure_at(&reason, &url_host_port(config.database_url(), 5432))
+            )),
+            other => DbFailure::Other(chain(&other)),
+        })
     })
     .await
     {
         Ok(db) => db,
-        Err(e) if e.contains("pending migration") => {
-            return Check::Warn(format!("{url}: {e}"));
+        Err(DbFailure::Pending(pending)) => {
+            return Check::Warn(format!(
+                "{url}: {pending} migration(s) not applied yet; run `wflo migrate` (other \
+                 commands apply them too)"
+            ));
         }
-        Err(e) => return Check::Fail(e),
+        Err(DbFailure::Other(e)) => return Check::Fail(e),
     };
     if let Err(e) = db.ping().await {
         return Check::Fail(format!("{url}: {}", chain(&e)));
@@ -97,7 +200,8 @@ async fn database(config: &Config) -> Check {
             s.unknown.join(", ")
         )),
         Ok(s) => Check::Warn(format!(
-            "{url}: {} pending migration(s); run `wflo migrate` (other commands apply them too)",
+            "{url}: {} migration(s) not applied yet; run `wflo migrate` (other commands apply \
+             them too)",
             s.pending.len()
         )),
         Err(e) => Check::Fail(format!("{url}: {}", chain(&e))),
@@ -122,9 +226,16 @@ async fn redis(config: &Config) -> Check {
     .await;
     match result {
         Ok(h) => Check::Ok(format!("{shown}, PING in {:?}", h.latency)),
-        Err(e) => Check::Fail(format!(
-            "{e} (or unset REDIS_URL to use the in-process cache)"
-        )),
+        Err(e) => match network_words(&e) {
+            Some(words) => Check::Fail(format!(
+                "{words} at {}; start redis-server there (`cargo xtask services up redis`), fix \
+                 REDIS_URL, or unset it to use the in-process cache",
+                url_host_port(url, 6379)
+            )),
+            None => Check::Fail(format!(
+                "{e} (or unset REDIS_URL to use the in-process cache)"
+            )),
+        },
     }
 }
 
@@ -143,9 +254,15 @@ async fn kafka(config: &Config) -> Check {
     .await;
     match result {
         Ok(topics) => Check::Ok(format!("{servers}, {} topic(s)", topics.len())),
-        Err(e) => Check::Fail(format!(
-            "{e} (or unset KAFKA_BOOTSTRAP_SERVERS: events then wait in the outbox)"
-        )),
+        Err(e) => match network_words(&e) {
+            Some(words) => Check::Fail(format!(
+                "{words} at {servers}; start a broker there (`cargo xtask services up kafka`), \
+                 fix KAFKA_BOOTSTRAP_SERVERS, or unset it (events then wait in the outbox)"
+            )),
+            None => Check::Fail(format!(
+                "{e} (or unset KAFKA_BOOTSTRAP_SERVERS: events then wait in the outbox)"
+            )),
+        },
     }
 }
 
@@ -171,17 +288,19 @@ async fn temporal(config: &Config) -> Check {
     let result = within("Temporal", async {
         tokio::net::TcpStream::connect(&target)
             .await
-            .map_err(|e| format!("cannot reach {target}: {e}"))
+            .map_err(|e| failure_at(&format!("{e:?} {e}"), &target))
     })
     .await;
     match result {
         Ok(_) => Check::Ok(format!(
-            "{target} reachable (namespace {}, task queue {}); this build runs workflows with the local engine",
+            "{target} reachable (namespace {}, task queue {}); `wflo run --engine temporal` runs \
+             there, executed by `wflo worker`",
             config.temporal_namespace(),
             config.temporal_task_queue()
         )),
         Err(e) => Check::Fail(format!(
-            "{e}; start it (`cargo xtask services up temporal`) or unset TEMPORAL_ADDRESS"
+            "{e}; start it (`cargo xtask services up temporal`), fix TEMPORAL_ADDRESS, or unset \
+             it to run on the in-process engine"
         )),
     }
 }
@@ -194,7 +313,9 @@ async fn docker(config: &Config) -> Check {
     let image = sandbox.image().to_string();
     let socket = sandbox.docker_socket().to_string();
     let result = within("the Docker engine", async {
-        SandboxRuntime::new(sandbox).await.map_err(|e| chain(&e))
+        SandboxRuntime::new(sandbox)
+            .await
+            .map_err(DockerFailure::from)
     })
     .await;
     match result {
@@ -202,10 +323,61 @@ async fn docker(config: &Config) -> Check {
             rt.shutdown().await;
             Check::Ok(format!("{socket}, sandbox image {image} present"))
         }
-        Err(e) => Check::Fail(format!(
-            "{e} (code steps need it; `cargo xtask services up docker --install` starts the engine, \
-             `cargo xtask sandbox-image` builds the image)"
+        // The library's own hints speak to Rust callers; here the fix is the CLI's, said once.
+        Err(DockerFailure::Unreachable { socket, reason }) => Check::Fail(format!(
+            "{}; code steps need a Docker engine: start one (`cargo xtask services up docker \
+             --install`) or set DOCKER_HOST to a running engine's socket",
+            match network_words(&reason) {
+                Some(words) => format!("{words} at {socket}"),
+                None => format!("cannot reach the Docker engine at {socket}: {reason}"),
+            }
         )),
+        Err(DockerFailure::ImageMissing { image }) => Check::Fail(format!(
+            "the engine at {socket} answers, but the sandbox image {image} is missing; build it \
+             with `cargo xtask sandbox-image` or set WFLO_SANDBOX_IMAGE to one that is present"
+        )),
+        Err(DockerFailure::Other(e)) => Check::Fail(format!(
+            "{e} (code steps need the Docker engine; DOCKER_HOST names its socket)"
+        )),
+    }
+}
+
+/// Why the database check failed.
+enum DbFailure {
+    Pending(usize),
+    Other(String),
+}
+
+impl From<String> for DbFailure {
+    fn from(e: String) -> Self {
+        DbFailure::Other(e)
+    }
+}
+
+/// Why the Docker check failed, with the parts the CLI words itself.
+enum DockerFailure {
+    Unreachable { socket: String, reason: String },
+    ImageMissing { image: String },
+    Other(String),
+}
+
+impl From<String> for DockerFailure {
+    fn from(e: String) -> Self {
+        DockerFailure::Other(e)
+    }
+}
+
+impl From<wflo_core::sandbox::Error> for DockerFailure {
+    fn from(e: wflo_core::sandbox::Error) -> Self {
+        match e {
+            wflo_core::sandbox::Error::DaemonUnreachable { socket, reason } => {
+                DockerFailure::Unreachable { socket, reason }
+            }
+            wflo_core::sandbox::Error::ImageMissing { image } => {
+                DockerFailure::ImageMissing { image }
+            }
+            other => DockerFailure::Other(chain(&other)),
+        }
     }
 }
 
@@ -223,8 +395,8 @@ fn llm(config: &Config) -> Check {
         (None, None, None, Some(_)) => "anthropic".into(),
         _ => {
             return Check::Off(
-                "no provider: llm steps fail; set OPENAI_API_KEY or ANTHROPIC_API_KEY, or \
-                 WFLO_LLM_CASSETTE for offline replay"
+                "no provider: workflows with llm steps are refused; set OPENAI_API_KEY or \
+                 ANTHROPIC_API_KEY, or WFLO_LLM_CASSETTE for offline replay"
                     .into(),
             );
         }
@@ -326,6 +498,52 @@ mod tests {
         assert_eq!(host_port("127.0.0.1:7233"), "127.0.0.1:7233");
         assert_eq!(host_port("http://localhost:7233/"), "localhost:7233");
         assert_eq!(host_port("temporal"), "temporal:7233");
+    }
+
+    #[test]
+    fn connection_errors_are_words() {
+        let os = r#"IO: Os { code: 111, kind: ConnectionRefused, message: "Connection refused" }"#;
+        assert_eq!(network_words(os), Some("connection refused"));
+        assert_eq!(
+            failure_at("Connection refused (os error 111)", "127.0.0.1:6390"),
+            "connection refused at 127.0.0.1:6390"
+        );
+        assert_eq!(
+            network_words("error connecting to broker: io error: no route to host (os error 113)"),
+            Some("no route to host")
+        );
+        assert_eq!(
+            network_words("failed to lookup address information: Name or service not known"),
+            Some("host name not found")
+        );
+        assert_eq!(network_words("the socket does not exist"), None);
+        assert_eq!(failure_at("odd failure", "h:1"), "odd failure");
+    }
+
+    #[test]
+    fn urls_give_their_host_and_port_and_sqlite_its_file() {
+        assert_eq!(
+            url_host_port("redis://user:pw@127.0.0.1:6390/0", 6379),
+            "127.0.0.1:6390"
+        );
+        assert_eq!(
+            url_host_port("rediss://cache.internal", 6379),
+            "cache.internal:6379"
+        );
+        assert_eq!(
+            url_host_port("postgres://u:p@db:5433/wflo?sslmode=disable", 5432),
+            "db:5433"
+        );
+        assert_eq!(
+            sqlite_file("sqlite://wflo.db?mode=rwc"),
+            Some("wflo.db".into())
+        );
+        assert_eq!(
+            sqlite_file("sqlite:///var/lib/wflo.db"),
+            Some("/var/lib/wflo.db".into())
+        );
+        assert_eq!(sqlite_file("sqlite::memory:"), None);
+        assert_eq!(sqlite_file("postgres://h/db"), None);
     }
 
     #[test]
