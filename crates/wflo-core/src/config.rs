@@ -54,6 +54,7 @@ pub struct Config {
     pub(crate) docker_socket: Option<String>,
     pub(crate) prices_file: Option<PathBuf>,
     pub(crate) llm: LlmSettings,
+    pub(crate) lease_ttl: Option<std::time::Duration>,
 }
 
 impl Config {
@@ -71,6 +72,7 @@ impl Config {
             docker_socket: None,
             prices_file: None,
             llm: LlmSettings::default(),
+            lease_ttl: None,
         })
     }
 
@@ -89,6 +91,7 @@ impl Config {
     /// | `OPENAI_API_KEY`, `OPENAI_BASE_URL` | OpenAI-compatible provider | |
     /// | `ANTHROPIC_API_KEY`, `ANTHROPIC_BASE_URL` | Anthropic provider | |
     /// | `WFLO_LLM_CASSETTE` | replay cassette (offline answers) | |
+    /// | `WFLO_LEASE_TTL_SECS` | how long a driver's lease on an execution lasts unless renewed | 30 |
     pub fn from_env() -> Result<Config> {
         Self::from_vars(std::env::vars().collect())
     }
@@ -121,6 +124,14 @@ impl Config {
             anthropic_base_url: get("ANTHROPIC_BASE_URL"),
             cassette: get("WFLO_LLM_CASSETTE").map(PathBuf::from),
         };
+        if let Some(v) = get("WFLO_LEASE_TTL_SECS") {
+            let secs: u64 = v.trim().parse().map_err(|_| {
+                Error::Config(format!(
+                    "WFLO_LEASE_TTL_SECS=`{v}` is not a whole number of seconds; use e.g. 30"
+                ))
+            })?;
+            b = b.lease_ttl(std::time::Duration::from_secs(secs));
+        }
         b.build()
     }
 
@@ -314,6 +325,12 @@ impl ConfigBuilder {
         self.0.llm = llm;
         self
     }
+    /// How long a driver's lease on an execution lasts unless renewed (default 30 s): a run
+    /// whose process died is recognised, and its reservations released, after this long.
+    pub fn lease_ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.0.lease_ttl = Some(ttl);
+        self
+    }
     /// Validates.
     pub fn build(self) -> Result<Config> {
         wflo_db::DbConfig::builder(self.0.database_url.clone()).build()?;
@@ -332,6 +349,15 @@ impl ConfigBuilder {
                 "REDIS_CA_FILE is set but REDIS_URL is not; set REDIS_URL to the rediss:// server \
                  or unset REDIS_CA_FILE"
                     .into(),
+            ));
+        }
+        if self
+            .0
+            .lease_ttl
+            .is_some_and(|t| t < std::time::Duration::from_secs(1))
+        {
+            return Err(Error::Config(
+                "a driver's lease must last at least 1 second (WFLO_LEASE_TTL_SECS)".into(),
             ));
         }
         if self.0.temporal_namespace.is_empty() || self.0.temporal_task_queue.is_empty() {

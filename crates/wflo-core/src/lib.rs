@@ -46,9 +46,9 @@ pub mod db {
     /// The persistence layer's error (inside [`crate::Error::Db`]).
     pub use wflo_db::Error;
     pub use wflo_db::{
-        Approval, ApprovalStatus, Backend, Db, DbConfig, Definition, Execution, ExecutionStatus,
-        Executor, RiskLevel, Rollback, RollbackStatus, SchemaStatus, Snapshot, Step, StepStatus,
-        TimeoutPolicy, Tokens, Tx, redact,
+        Approval, ApprovalStatus, Backend, Db, DbConfig, Definition, Driver, Execution,
+        ExecutionEngine, ExecutionStatus, Executor, Lease, RiskLevel, Rollback, RollbackStatus,
+        SchemaStatus, Snapshot, Step, StepStatus, TimeoutPolicy, Tokens, Tx, redact,
     };
 }
 
@@ -106,9 +106,45 @@ pub mod temporal {
     /// The Temporal engine's error (inside [`crate::Error::Temporal`]).
     pub use wflo_temporal::Error;
     pub use wflo_temporal::{
-        ApprovalSignal, PendingApproval, RunStatus, StartedRun, TemporalClient, TemporalConfig,
-        TemporalWorker, WfloOutcome, WfloStatus, WorkerBuilder, WorkerHandle, wflo_workflow_id,
+        ApprovalSignal, PendingApproval, Poller, RunStatus, StartedRun, TemporalClient,
+        TemporalConfig, TemporalWorker, WfloOutcome, WfloStatus, WorkerBuilder, WorkerHandle,
+        wflo_workflow_id,
     };
+}
+
+/// How a decision reached the run that waits for it.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Delivery {
+    /// The in-process engine: the waiting run reads the decided row (within its poll interval).
+    Local,
+    /// Signalled to the execution's `WfloWorkflow` on Temporal.
+    Temporal {
+        /// The workflow.
+        workflow_id: String,
+        /// The task queue its workers poll.
+        task_queue: String,
+        /// Workers that polled that queue recently (none: the run continues once one runs).
+        pollers: Vec<temporal::Poller>,
+    },
+    /// The execution's workflow is no longer running on Temporal: the decision is recorded,
+    /// and no run waits for it.
+    WorkflowClosed {
+        /// The workflow.
+        workflow_id: String,
+        /// How it ended.
+        status: temporal::RunStatus,
+    },
+}
+
+/// A decision taken and delivered.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Decided {
+    /// The decided approval request.
+    pub approval: db::Approval,
+    /// How the run learns of it.
+    pub delivery: Delivery,
 }
 
 /// Everything that can fail in Wflo, by layer.
@@ -189,9 +225,14 @@ impl Wflo {
             }
             None => wflo_cache::LlmCache::in_process(10_000, cache_config),
         };
+        let mut engine_config = EngineConfig::builder();
+        if let Some(ttl) = config.lease_ttl {
+            engine_config = engine_config.lease_ttl(ttl);
+        }
         let mut builder = Engine::builder(db.clone())
             .costs(costs)
             .cache(cache)
+            .config(engine_config.build()?)
             .sandbox(config.sandbox_config()?);
         if let Some(provider) = config.llm_provider()? {
             builder = builder.llm(provider);
@@ -222,6 +263,98 @@ impl Wflo {
     /// Stops what the engine started (the sandbox's warm containers).
     pub async fn shutdown(&self) {
         self.engine.shutdown().await;
+    }
+
+    /// Decides an approval request once, on whichever engine drives its execution: the decision
+    /// is taken by the conditional update of the approval row (the first decision stands; a
+    /// second one is [`RuntimeError::AlreadyDecided`] naming the winner), recorded with its
+    /// actor and reason, and only then delivered. A run on Temporal gets it as its workflow's
+    /// `approve`/`reject` signal (no worker needed: the run continues when one polls) and acts
+    /// on the stored decision, never on the signal's content. For such a run, Temporal must be
+    /// configured (`TEMPORAL_ADDRESS`) and reachable *before* anything is recorded: otherwise
+    /// the error says what is missing and the request stays pending.
+    pub async fn decide_approval(
+        &self,
+        approval_id: uuid::Uuid,
+        approve: bool,
+        actor: &str,
+        reason: Option<String>,
+    ) -> Result<Decided> {
+        use wflo_db::Executor as _;
+        let approval = self.db.approvals().get(approval_id).await?;
+        let exec = self.db.executions().get(approval.execution_id).await?;
+        if exec.engine != wflo_db::ExecutionEngine::Temporal {
+            let approval = self
+                .engine
+                .decide(approval_id, approve, actor, reason)
+                .await?;
+            return Ok(Decided {
+                approval,
+                delivery: Delivery::Local,
+            });
+        }
+        let Some(temporal) = self.config.temporal_config()? else {
+            return Err(Error::Config(format!(
+                "approval {approval_id} belongs to execution {} which runs on temporal (workflow \
+                 {}); set TEMPORAL_ADDRESS (and TEMPORAL_NAMESPACE, TEMPORAL_TASK_QUEUE as the \
+                 worker has them) so the decision reaches its workflow; nothing was recorded",
+                exec.id,
+                wflo_temporal::wflo_workflow_id(exec.id)
+            )));
+        };
+        let client = wflo_temporal::TemporalClient::connect(temporal).await?;
+        let workflow_id = wflo_temporal::wflo_workflow_id(exec.id);
+        let decided = self
+            .engine
+            .decide(approval_id, approve, actor, reason)
+            .await;
+        // Whoever decided, the workflow is told what is stored: a second decider also delivers
+        // (the winner may have died between recording and signalling).
+        let stored = match &decided {
+            Ok(a) => a.clone(),
+            Err(RuntimeError::AlreadyDecided { .. }) => {
+                self.db.approvals().get(approval_id).await?
+            }
+            Err(_) => return Err(decided.unwrap_err().into()),
+        };
+        let delivery = Self::deliver(&client, &workflow_id, &stored).await?;
+        let approval = decided?;
+        Ok(Decided { approval, delivery })
+    }
+
+    /// Signals a stored decision to a Temporal run (a closed workflow needs none).
+    async fn deliver(
+        client: &wflo_temporal::TemporalClient,
+        workflow_id: &str,
+        stored: &wflo_db::Approval,
+    ) -> Result<Delivery> {
+        let run = client.describe(workflow_id).await?;
+        if run.status != wflo_temporal::RunStatus::Running {
+            return Ok(Delivery::WorkflowClosed {
+                workflow_id: workflow_id.to_string(),
+                status: run.status,
+            });
+        }
+        let mut signal = wflo_temporal::ApprovalSignal::new(
+            stored.id,
+            stored
+                .decided_by
+                .clone()
+                .unwrap_or_else(|| "unknown".into()),
+        );
+        if let Some(r) = &stored.decision_reason {
+            signal = signal.reason(r.clone());
+        }
+        match stored.status {
+            wflo_db::ApprovalStatus::Approved => client.wflo_approve(workflow_id, signal).await?,
+            _ => client.wflo_reject(workflow_id, signal).await?,
+        }
+        let pollers = client.pollers().await?;
+        Ok(Delivery::Temporal {
+            workflow_id: workflow_id.to_string(),
+            task_queue: client.config().task_queue().to_string(),
+            pollers,
+        })
     }
 
     /// The outbox relay to Kafka, when `KAFKA_BOOTSTRAP_SERVERS` is set.

@@ -89,6 +89,30 @@ pub enum Error {
         /// The refused status.
         to: String,
     },
+    /// Another driver holds the execution's lease.
+    #[error(
+        "execution {id} is driven by {holder} until {until}; wait for it to finish or stop, or \
+         resume it after that time if its driver died"
+    )]
+    Leased {
+        /// The execution.
+        id: String,
+        /// Who holds the lease.
+        holder: String,
+        /// When the lease expires unless renewed.
+        until: chrono::DateTime<chrono::Utc>,
+    },
+    /// A lease was taken over by another driver (or released): its old holder must stop.
+    #[error(
+        "the lease of {holder} on execution {id} was lost (another driver took it over); this \
+         process stops driving it"
+    )]
+    LeaseLost {
+        /// The execution.
+        id: String,
+        /// The holder that lost it.
+        holder: String,
+    },
     /// Any other database failure.
     #[error("database error while {context}: {source}")]
     Database {

@@ -39,6 +39,9 @@ pub struct Ctx {
     /// The execution's step rows by key, loaded once when the run starts and updated by each
     /// change this run makes: memoization needs no query per step.
     pub(crate) steps: Arc<Mutex<HashMap<String, wflo_db::Step>>>,
+    /// The driver's lease when the in-process engine drives the run (checked before each step;
+    /// an engine that keeps the control flow itself, Temporal, holds none).
+    pub(crate) lease: Arc<std::sync::OnceLock<Arc<crate::lease::Held>>>,
 }
 
 impl std::fmt::Debug for Ctx {
@@ -365,6 +368,7 @@ impl Ctx {
         Fut: std::future::Future<Output = Result<Value>>,
     {
         let db = &self.engine.inner.db;
+        self.check_lease()?;
         let mut step = self.known_step(key);
         let mut reread = false;
         let mut attempt = 0u32;
@@ -984,6 +988,7 @@ impl Ctx {
                     }
                     break;
                 }
+                self.check_lease()?;
                 tokio::time::sleep(poll).await;
             }
             self.set_execution_status(ExecutionStatus::Running, Outcome::default())
@@ -1012,6 +1017,14 @@ impl Ctx {
                     .unwrap_or_else(|| "unknown".into()),
                 reason: approval.decision_reason.clone(),
             }),
+        }
+    }
+
+    /// Refuses to go on when this run's driver lost its lease (another process drives now).
+    fn check_lease(&self) -> Result<()> {
+        match self.lease.get() {
+            Some(held) => held.check(),
+            None => Ok(()),
         }
     }
 

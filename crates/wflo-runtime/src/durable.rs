@@ -126,7 +126,8 @@ impl Engine {
                 budget_usd,
                 ..Default::default()
             };
-            self.create_execution(def, &options).await?;
+            self.create_execution_on(def, &options, wflo_db::ExecutionEngine::Temporal)
+                .await?;
         }
         let exec = self.db().executions().get(execution_id).await?;
         if exec.status == ExecutionStatus::Pending {
@@ -196,11 +197,20 @@ impl Engine {
         let call = ctx.approval_call(&def, &step)?;
         let fingerprint = crate::context::action_fingerprint(step_id, &call.action);
         let approval = ctx.open_approval_row(step_id, &call, &fingerprint).await?;
-        if approval.status == ApprovalStatus::Pending
-            && self.db().executions().get(execution_id).await?.status == ExecutionStatus::Running
-        {
-            ctx.set_execution_status(ExecutionStatus::WaitingApproval, Outcome::default())
-                .await?;
+        let status = self.db().executions().get(execution_id).await?.status;
+        match approval.status {
+            ApprovalStatus::Pending if status == ExecutionStatus::Running => {
+                ctx.set_execution_status(ExecutionStatus::WaitingApproval, Outcome::default())
+                    .await?;
+            }
+            // Decided while no worker ran (an earlier attempt marked the execution waiting,
+            // then its worker died before the workflow recorded the ticket): running again.
+            ApprovalStatus::Pending => {}
+            _ if status == ExecutionStatus::WaitingApproval => {
+                ctx.set_execution_status(ExecutionStatus::Running, Outcome::default())
+                    .await?;
+            }
+            _ => {}
         }
         Ok(ApprovalTicket::of(&approval))
     }
@@ -219,7 +229,7 @@ impl Engine {
             Some((approve, approver, reason)) => {
                 match self.decide(approval_id, approve, approver, reason).await {
                     Ok(a) => a,
-                    Err(Error::Db(wflo_db::Error::InvalidTransition { .. })) => {
+                    Err(Error::AlreadyDecided { .. }) => {
                         self.db().approvals().get(approval_id).await?
                     }
                     Err(e) => return Err(e),

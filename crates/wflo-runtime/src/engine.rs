@@ -16,8 +16,8 @@ use uuid::Uuid;
 use wflo_cache::LlmCache;
 use wflo_cost::{CostTracker, Period, Scope};
 use wflo_db::{
-    ApprovalDecision, ApprovalStatus, Db, ExecutionStatus, Executor, NewDefinition, NewExecution,
-    NewRollback, Outcome, RiskLevel, RollbackStatus, StepStatus,
+    ApprovalDecision, ApprovalStatus, Db, ExecutionEngine, ExecutionStatus, Executor,
+    NewDefinition, NewExecution, NewRollback, Outcome, RiskLevel, RollbackStatus, StepStatus,
 };
 use wflo_llm::LlmProvider;
 use wflo_sandbox::{SandboxConfig, SandboxRuntime};
@@ -28,17 +28,27 @@ pub struct EngineConfig {
     pub(crate) approval_poll: Duration,
     pub(crate) default_max_tokens: u32,
     pub(crate) cache_namespace: String,
+    pub(crate) lease_ttl: Duration,
+    pub(crate) driver_name: String,
 }
 
 impl EngineConfig {
     /// Defaults: approvals polled every 250 ms, LLM steps capped at 1024 output tokens unless
-    /// they say otherwise, cache namespace `default`.
+    /// they say otherwise, cache namespace `default`, a driver's lease of 30 s (renewed every
+    /// 10 s while the run is driven), the driver named after the host and process.
     pub fn builder() -> EngineConfigBuilder {
         EngineConfigBuilder(EngineConfig {
             approval_poll: Duration::from_millis(250),
             default_max_tokens: 1024,
             cache_namespace: "default".into(),
+            lease_ttl: Duration::from_secs(30),
+            driver_name: crate::lease::default_holder(),
         })
+    }
+
+    /// The name this engine's runs hold their executions' leases under.
+    pub fn driver_name(&self) -> &str {
+        &self.driver_name
     }
 }
 
@@ -62,11 +72,33 @@ impl EngineConfigBuilder {
         self.0.cache_namespace = ns.into();
         self
     }
+    /// How long a driver's lease on an execution lasts unless renewed (it is renewed every
+    /// third of it while the run is driven). A run whose process died is recognised, and its
+    /// budget reservations released, once this much time has passed.
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.0.lease_ttl = ttl;
+        self
+    }
+    /// The name under which this engine holds leases (shown as the driver of its runs).
+    pub fn driver_name(mut self, name: impl Into<String>) -> Self {
+        self.0.driver_name = name.into();
+        self
+    }
     /// Validates.
     pub fn build(self) -> Result<EngineConfig> {
         if self.0.approval_poll.is_zero() || self.0.default_max_tokens == 0 {
             return Err(Error::NotConfigured(
                 "approval_poll and default_max_tokens must be greater than zero".into(),
+            ));
+        }
+        if self.0.lease_ttl < Duration::from_secs(1) {
+            return Err(Error::NotConfigured(
+                "a driver's lease must last at least one second".into(),
+            ));
+        }
+        if self.0.driver_name.trim().is_empty() {
+            return Err(Error::NotConfigured(
+                "the driver name must not be empty".into(),
             ));
         }
         if self.0.cache_namespace.is_empty() {
@@ -90,6 +122,8 @@ pub(crate) struct Inner {
     /// Parsed definitions by stored id (a stored definition never changes), for engines that
     /// run an execution one step per call.
     pub(crate) definitions: std::sync::Mutex<HashMap<Uuid, Arc<WorkflowDef>>>,
+    /// Leases this engine holds, by execution (for [`Engine::interrupt`]).
+    pub(crate) leases: std::sync::Mutex<HashMap<Uuid, Arc<crate::lease::Held>>>,
 }
 
 /// The in-process engine. Cheap to clone.
@@ -183,6 +217,7 @@ impl EngineBuilder {
                 tools: self.tools,
                 config,
                 definitions: Default::default(),
+                leases: Default::default(),
             }),
         })
     }
@@ -329,6 +364,7 @@ impl Engine {
         id: Option<Uuid>,
         inputs: Value,
         budget: Option<Decimal>,
+        engine: ExecutionEngine,
     ) -> Result<Uuid> {
         let exec = self
             .inner
@@ -339,6 +375,7 @@ impl Engine {
                 workflow_id,
                 inputs: json!({"inputs": inputs, "budget_usd": budget}),
                 trace_id: None,
+                engine,
             })
             .await?;
         if let Some(limit) = budget {
@@ -357,6 +394,19 @@ impl Engine {
 
     /// Creates a PENDING execution of `def` with its budget, without running it.
     pub async fn create_execution(&self, def: &WorkflowDef, options: &RunOptions) -> Result<Uuid> {
+        self.create_execution_on(def, options, ExecutionEngine::Local)
+            .await
+    }
+
+    /// [`Engine::create_execution`] for an execution driven by `engine`.
+    pub(crate) async fn create_execution_on(
+        &self,
+        def: &WorkflowDef,
+        options: &RunOptions,
+        engine: ExecutionEngine,
+    ) -> Result<Uuid> {
+        // Refused before the definition or the execution is written.
+        def.require_llm_provider(self.inner.llm.is_some())?;
         let stored = self.store_definition(def).await?;
         let mut inputs = serde_json::Map::new();
         for (k, d) in &def.inputs {
@@ -392,6 +442,7 @@ impl Engine {
             options.execution_id,
             Value::Object(inputs),
             budget,
+            engine,
         )
         .await
     }
@@ -458,6 +509,7 @@ impl Engine {
             options.execution_id,
             Value::Object(options.inputs.clone()),
             options.budget_usd,
+            ExecutionEngine::Local,
         )
         .await
     }
@@ -528,6 +580,7 @@ impl Engine {
                 vars: serde_json::Map::new(),
             })),
             steps: Arc::new(std::sync::Mutex::new(HashMap::new())),
+            lease: Arc::new(std::sync::OnceLock::new()),
         }
     }
 
@@ -546,8 +599,83 @@ impl Engine {
         self.lifecycle(ctx, def.policies.timeout, body).await
     }
 
-    /// RUNNING, the body, then COMPLETED or FAILED, each with its event.
+    /// Takes the execution's lease (refused while another driver holds it), then RUNNING, the
+    /// body, COMPLETED or FAILED with their events, and gives the lease up.
     async fn lifecycle<Fut>(
+        &self,
+        ctx: Ctx,
+        timeout: Option<Duration>,
+        body: Fut,
+    ) -> Result<RunOutcome>
+    where
+        Fut: std::future::Future<Output = Result<Value>>,
+    {
+        let id = ctx.execution;
+        let config = &self.inner.config;
+        let driving = crate::lease::Driving::acquire(
+            &self.inner.db,
+            id,
+            &config.driver_name,
+            config.lease_ttl,
+        )
+        .await?;
+        let _ = ctx.lease.set(driving.held.clone());
+        self.leases().insert(id, driving.held.clone());
+        let result = self.driven(ctx, timeout, body).await;
+        self.leases().remove(&id);
+        if let Err(e) = driving.release(&self.inner.db).await {
+            tracing::warn!(execution = %id, error = %e, "could not release the lease; it expires by itself");
+        }
+        result
+    }
+
+    fn leases(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Arc<crate::lease::Held>>> {
+        self.inner
+            .leases
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Stops driving an execution whose run this process abandoned (Ctrl-C: its future was
+    /// dropped mid-step): releases every budget reservation it still holds and gives up the
+    /// lease, so the execution is left resumable at once by any process. Returns how many
+    /// reservations were released.
+    pub async fn interrupt(&self, execution_id: Uuid) -> Result<usize> {
+        let released = self.costs().release_for_execution(execution_id).await?;
+        let held = self.leases().remove(&execution_id);
+        if let Some(held) = held {
+            self.inner
+                .db
+                .executions()
+                .release_lease(execution_id, &held.current())
+                .await?;
+        }
+        Ok(released)
+    }
+
+    /// Releases the budget reservations of in-process executions whose driver is gone (its
+    /// lease expired: the process died, or stopped without a clean end). Returns the
+    /// executions concerned and how many reservations each gave back.
+    pub async fn release_abandoned(&self) -> Result<Vec<(Uuid, usize)>> {
+        let mut out = Vec::new();
+        for exec in self
+            .inner
+            .db
+            .executions()
+            .without_driver(chrono::Utc::now())
+            .await?
+        {
+            let n = self.costs().release_for_execution(exec.id).await?;
+            if n > 0 {
+                tracing::info!(execution = %exec.id, released = n, "released the reservations of a run whose driver is gone");
+            }
+            out.push((exec.id, n));
+        }
+        Ok(out)
+    }
+
+    /// RUNNING, the body, then COMPLETED or FAILED, each with its event.
+    async fn driven<Fut>(
         &self,
         ctx: Ctx,
         timeout: Option<Duration>,
@@ -587,6 +715,8 @@ impl Engine {
                     budget_usd: ctx.budget,
                 })
             }
+            // A driver that lost its lease writes nothing more: another one drives now.
+            Err(e @ Error::Db(wflo_db::Error::LeaseLost { .. })) => Err(e),
             Err(e) => {
                 let text = e.to_string();
                 if let Err(db_err) = ctx
@@ -620,7 +750,7 @@ impl Engine {
             return Err(Error::InvalidState("an approver must be named".into()));
         }
         let tx = self.inner.db.begin().await?;
-        let decided = tx
+        let decided = match tx
             .approvals()
             .decide(
                 approval,
@@ -634,7 +764,21 @@ impl Engine {
                     reason: reason.clone(),
                 },
             )
-            .await?;
+            .await
+        {
+            Ok(d) => d,
+            Err(wflo_db::Error::InvalidTransition { .. }) => {
+                drop(tx);
+                let current = self.inner.db.approvals().get(approval).await?;
+                return Err(Error::AlreadyDecided {
+                    approval,
+                    status: current.status,
+                    by: current.decided_by.unwrap_or_else(|| "unknown".into()),
+                    at: current.decided_at,
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
         let exec = tx.executions().get(decided.execution_id).await?;
         let name = tx.definitions().get(exec.workflow_id).await?.name;
         tx.outbox()

@@ -73,6 +73,21 @@ pub enum Error {
         /// The fingerprint of the action now.
         current: String,
     },
+    /// A second decision of an approval: the first one stands.
+    #[error(
+        "approval {approval} was already decided ({status} by {by}{}); a decision is taken once",
+        at.map(|t| format!(" at {}", t.format("%Y-%m-%d %H:%M:%S UTC"))).unwrap_or_default()
+    )]
+    AlreadyDecided {
+        /// The approval request.
+        approval: uuid::Uuid,
+        /// The decision that stands.
+        status: wflo_db::ApprovalStatus,
+        /// Who took it.
+        by: String,
+        /// When.
+        at: Option<chrono::DateTime<chrono::Utc>>,
+    },
     /// A time limit passed.
     #[error("{what} timed out after {after:?}")]
     Timeout {
@@ -141,6 +156,9 @@ impl Error {
                 | Error::BudgetExceeded { .. }
                 | Error::Rejected { .. }
                 | Error::StaleApproval { .. }
+                | Error::AlreadyDecided { .. }
+                | Error::Db(wflo_db::Error::LeaseLost { .. })
+                | Error::Db(wflo_db::Error::Leased { .. })
                 | Error::NotConfigured(_)
                 | Error::InvalidState(_)
                 | Error::Cost(_)

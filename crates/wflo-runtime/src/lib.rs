@@ -31,6 +31,7 @@ mod durable;
 mod engine;
 mod error;
 mod events;
+mod lease;
 mod template;
 mod tools;
 

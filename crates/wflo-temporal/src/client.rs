@@ -4,7 +4,7 @@ use crate::config::TemporalConfig;
 use crate::error::chain;
 use crate::types::{
     ActivityPolicy, ApprovalRequest, ApprovalState, CodeExecutionOutput, CodeExecutionRequest,
-    Decision, RunStatus, StartedRun, WorkflowRun,
+    Decision, Poller, RunStatus, StartedRun, WorkflowRun,
 };
 use crate::types::{ApprovalSignal, PendingApproval, WfloInput, WfloOutcome, WfloStatus};
 use crate::workflows::{
@@ -434,8 +434,10 @@ impl TemporalClient {
         .await
     }
 
-    /// Approves the approval a `WfloWorkflow` run waits for (the `approve` signal). A signal for
-    /// an approval the run is not waiting for is refused with [`Error::InvalidRequest`].
+    /// Delivers an approval decision to a `WfloWorkflow` run (the `approve` signal). The run acts
+    /// on the decision stored in the database, where it is taken once: record it first
+    /// (`wflo_core::Wflo::decide_approval` does both); a signal for an approval whose row is
+    /// still pending decides it, first come first served, at the database.
     pub async fn wflo_approve(&self, workflow_id: &str, signal: ApprovalSignal) -> Result<()> {
         self.wflo_decide(workflow_id, true, signal).await
     }
@@ -454,21 +456,9 @@ impl TemporalClient {
         if signal.approver.trim().is_empty() {
             return Err(Error::InvalidRequest("an approver must be named".into()));
         }
-        match self.wflo_pending_approval(workflow_id).await? {
-            Some(p) if p.approval_id == signal.approval_id => {}
-            Some(p) => {
-                return Err(Error::InvalidRequest(format!(
-                    "workflow `{workflow_id}` is not waiting for approval {}; it waits for {} (step `{}`)",
-                    signal.approval_id, p.approval_id, p.step
-                )));
-            }
-            None => {
-                return Err(Error::InvalidRequest(format!(
-                    "workflow `{workflow_id}` is not waiting for approval {} (nor any other)",
-                    signal.approval_id
-                )));
-            }
-        }
+        // No query first: a query needs a live worker, a signal does not (the server keeps it
+        // in the run's history until a worker replays it). The run acts on the decision stored
+        // in the database, so a signal is only the notice that it is there.
         let handle = self.client.get_workflow_handle::<WfloWorkflow>(workflow_id);
         let r = if approve {
             handle
@@ -488,6 +478,57 @@ impl TemporalClient {
                 .await
         };
         r.map_err(|e| self.interaction_error(workflow_id, "signal", e))
+    }
+
+    /// The workers that polled this client's task queue for workflow tasks recently (the
+    /// server keeps a poller for a few minutes after its last poll; `last_access` tells how
+    /// recent). Needs no worker.
+    pub async fn pollers(&self) -> Result<Vec<Poller>> {
+        use temporalio_client::grpc::WorkflowService;
+        use temporalio_client::tonic::IntoRequest;
+        use temporalio_common::protos::temporal::api::enums::v1::{TaskQueueKind, TaskQueueType};
+        use temporalio_common::protos::temporal::api::taskqueue::v1::TaskQueue;
+        use temporalio_common::protos::temporal::api::workflowservice::v1::DescribeTaskQueueRequest;
+        let mut client = self.client.clone();
+        let request = DescribeTaskQueueRequest {
+            namespace: self.config.namespace.clone(),
+            task_queue: Some(TaskQueue {
+                name: self.config.task_queue.clone(),
+                kind: TaskQueueKind::Normal as i32,
+                ..Default::default()
+            }),
+            task_queue_type: TaskQueueType::Workflow as i32,
+            ..Default::default()
+        }
+        .into_request();
+        let response = WorkflowService::describe_task_queue(&mut client, request)
+            .await
+            .map_err(|status| {
+                if status.code() == temporalio_client::tonic::Code::Unavailable {
+                    Error::Unreachable {
+                        address: self.config.address().trim_end_matches('/').to_string(),
+                        reason: status.message().to_string(),
+                    }
+                } else {
+                    Error::Rpc {
+                        operation: "describe task queue",
+                        message: status.message().to_string(),
+                    }
+                }
+            })?
+            .into_inner();
+        Ok(response
+            .pollers
+            .into_iter()
+            .map(|p| Poller {
+                identity: p.identity,
+                last_access: p.last_access_time.and_then(|t| {
+                    let secs = u64::try_from(t.seconds).ok()?;
+                    let nanos = u32::try_from(t.nanos).ok()?;
+                    Some(std::time::UNIX_EPOCH + Duration::new(secs, nanos))
+                }),
+            })
+            .collect())
     }
 
     /// Asks a `WfloWorkflow` run to stop (the `cancel_request` signal): it ends cancelled, its

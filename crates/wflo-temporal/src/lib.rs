@@ -41,7 +41,7 @@ pub use config::{
 pub use error::{Error, Result};
 pub use types::{
     ApprovalRequest, ApprovalSignal, ApprovalState, ApprovalStatus, CodeExecutionOutput,
-    CodeExecutionRequest, CodeLimits, Decision, OnTimeout, PendingApproval, RunStatus, StartedRun,
-    WfloOutcome, WfloStatus, WorkflowRun,
+    CodeExecutionRequest, CodeLimits, Decision, OnTimeout, PendingApproval, Poller, RunStatus,
+    StartedRun, WfloOutcome, WfloStatus, WorkflowRun,
 };
 pub use worker::{TemporalWorker, WorkerBuilder, WorkerHandle};

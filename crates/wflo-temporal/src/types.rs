@@ -341,6 +341,16 @@ pub struct WorkflowRun {
     pub close_time: Option<SystemTime>,
 }
 
+/// A worker that polls a task queue, as the server saw it.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Poller {
+    /// The worker's identity (`pid@host` unless configured).
+    pub identity: String,
+    /// When it last asked for a task.
+    pub last_access: Option<SystemTime>,
+}
+
 /// A started run: its ids.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]

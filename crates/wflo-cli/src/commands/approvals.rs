@@ -44,81 +44,66 @@ pub(crate) async fn decide(
     reason: Option<String>,
     approver: String,
 ) -> anyhow::Result<u8> {
-    let config = super::config()?;
-    let temporal = config.temporal_config()?;
-    let wflo = super::connect(config).await?;
-    if let Some(temporal) = temporal
-        && signal_temporal_run(&wflo, temporal, id, approve, &reason, &approver).await?
-    {
-        return Ok(0);
-    }
-    let decided = wflo
-        .engine()
-        .decide(id, approve, &approver, reason)
-        .await
-        .map_err(|e| match e {
-            wflo_core::RuntimeError::Db(wflo_core::db::Error::NotFound { .. }) => {
-                crate::exit::coded(
-                    crate::exit::USAGE,
-                    format!("approval request {id} does not exist; `wflo approvals list` shows the pending ones"),
-                )
-            }
-            wflo_core::RuntimeError::Db(wflo_core::db::Error::InvalidTransition { from, .. }) => {
-                crate::exit::coded(
-                    crate::exit::FAILED,
-                    format!("approval request {id} was already decided ({from}); a decision is taken once"),
-                )
-            }
-            other => anyhow::Error::new(other).context(format!("cannot decide approval {id}")),
-        })?;
+    use wflo_core::{Delivery, Error, RuntimeError};
+    let wflo = super::connect(super::config()?).await?;
+    let decided = match wflo.decide_approval(id, approve, &approver, reason).await {
+        Ok(d) => d,
+        Err(Error::Db(wflo_core::db::Error::NotFound { .. })) => {
+            return Err(crate::exit::coded(
+                crate::exit::USAGE,
+                format!(
+                    "approval request {id} does not exist; `wflo approvals list` shows the pending ones"
+                ),
+            ));
+        }
+        Err(Error::Runtime(e @ RuntimeError::AlreadyDecided { .. })) => {
+            return Err(crate::exit::coded(crate::exit::FAILED, e.to_string()));
+        }
+        Err(other) => {
+            return Err(anyhow::Error::new(other).context(format!("cannot decide approval {id}")));
+        }
+    };
+    let a = &decided.approval;
     println!(
         "{} approval {} (step {} of execution {}) as {}",
         if approve { "approved" } else { "rejected" },
-        decided.id,
-        decided.step_key.as_deref().unwrap_or("-"),
-        decided.execution_id,
+        a.id,
+        a.step_key.as_deref().unwrap_or("-"),
+        a.execution_id,
         approver
     );
+    match &decided.delivery {
+        Delivery::Local => {}
+        Delivery::Temporal {
+            workflow_id,
+            task_queue,
+            pollers,
+        } => {
+            println!("signalled temporal workflow {workflow_id}");
+            let now = std::time::SystemTime::now();
+            let live = pollers.iter().any(|p| {
+                p.last_access
+                    .and_then(|t| now.duration_since(t).ok())
+                    .is_none_or(|age| age <= crate::commands::POLLER_FRESH)
+            });
+            if !live {
+                println!(
+                    "no worker is polling task queue {task_queue}: the decision is recorded and \
+                     waits in the workflow's history; the run continues when a worker starts \
+                     (`wflo worker` with the same TEMPORAL_* settings and database)"
+                );
+            }
+        }
+        Delivery::WorkflowClosed {
+            workflow_id,
+            status,
+        } => {
+            println!(
+                "temporal workflow {workflow_id} is no longer running ({status:?}): the decision \
+                 is recorded, and no run waits for it"
+            );
+        }
+        _ => {}
+    }
     Ok(0)
-}
-
-/// When the approval's execution runs on Temporal, the decision is its workflow's `approve` or
-/// `reject` signal (the workflow records it). Returns whether it was sent.
-async fn signal_temporal_run(
-    wflo: &wflo_core::Wflo,
-    temporal: wflo_core::temporal::TemporalConfig,
-    id: Uuid,
-    approve: bool,
-    reason: &Option<String>,
-    approver: &str,
-) -> anyhow::Result<bool> {
-    use wflo_core::temporal::{ApprovalSignal, RunStatus, TemporalClient, wflo_workflow_id};
-    let Ok(approval) = wflo.db().approvals().get(id).await else {
-        // Unknown here: the database path below says so.
-        return Ok(false);
-    };
-    let Ok(client) = TemporalClient::connect(temporal).await else {
-        return Ok(false);
-    };
-    let workflow_id = wflo_workflow_id(approval.execution_id);
-    match client.describe(&workflow_id).await {
-        Ok(run) if run.status == RunStatus::Running => {}
-        _ => return Ok(false),
-    }
-    let mut signal = ApprovalSignal::new(id, approver);
-    if let Some(r) = reason {
-        signal = signal.reason(r.clone());
-    }
-    if approve {
-        client.wflo_approve(&workflow_id, signal).await?;
-    } else {
-        client.wflo_reject(&workflow_id, signal).await?;
-    }
-    println!(
-        "{} approval {id} (step {} of execution {}) as {approver}: signalled temporal workflow {workflow_id}",
-        if approve { "approved" } else { "rejected" },
-        approval.step_key.as_deref().unwrap_or("-"),
-        approval.execution_id,
-    );
-    Ok(true)
 }

@@ -16,8 +16,25 @@ pub(crate) fn parse_status(s: &str) -> Result<ExecutionStatus, String> {
     })
 }
 
+/// Who drives an unfinished execution, in words.
+pub(crate) fn driver_text(e: &wflo_core::db::Execution) -> String {
+    use wflo_core::db::Driver;
+    if e.status.is_terminal() || e.status == ExecutionStatus::Pending {
+        return "-".into();
+    }
+    match e.driver(chrono::Utc::now()) {
+        Driver::Temporal => "temporal".into(),
+        Driver::Held { holder, .. } => holder,
+        Driver::None { since: Some(t) } => format!("no driver since {}", time(t)),
+        Driver::None { since: None } => "no driver".into(),
+        _ => "?".into(),
+    }
+}
+
 pub(crate) async fn list(status: Option<ExecutionStatus>, limit: u64) -> anyhow::Result<u8> {
     let wflo = super::connect(super::config()?).await?;
+    // Runs whose driver died give their budget reservations back before they are listed.
+    wflo.engine().release_abandoned().await?;
     let db = wflo.db();
     let execs = match status {
         Some(s) => {
@@ -38,7 +55,15 @@ pub(crate) async fn list(status: Option<ExecutionStatus>, limit: u64) -> anyhow:
         return Ok(0);
     }
     let mut names: HashMap<Uuid, String> = HashMap::new();
-    let mut t = Table::new(&["id", "workflow", "status", ">cost USD", "created", "error"]);
+    let mut t = Table::new(&[
+        "id",
+        "workflow",
+        "status",
+        "driver",
+        ">cost USD",
+        "created",
+        "error",
+    ]);
     for e in &execs {
         if let std::collections::hash_map::Entry::Vacant(slot) = names.entry(e.workflow_id) {
             let name = db
@@ -53,6 +78,7 @@ pub(crate) async fn list(status: Option<ExecutionStatus>, limit: u64) -> anyhow:
             e.id.to_string(),
             names[&e.workflow_id].clone(),
             e.status.to_string(),
+            driver_text(e),
             usd(e.cost_usd),
             time(e.created_at),
             e.error.as_deref().map(|x| short(x, 60)).unwrap_or_default(),
@@ -75,6 +101,7 @@ pub(crate) async fn show(id: Uuid) -> anyhow::Result<u8> {
     println!("execution {}", e.id);
     println!("workflow  {} v{}", def.name, def.version);
     println!("status    {}", e.status);
+    println!("driver    {}", driver_text(&e));
     println!("created   {}", time(e.created_at));
     println!("started   {}", maybe_time(e.started_at));
     println!("completed {}", maybe_time(e.completed_at));

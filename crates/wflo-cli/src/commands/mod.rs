@@ -100,3 +100,7 @@ pub(crate) fn recorder(
     let live = create_provider(name, &b.build()?)?;
     Ok(Arc::new(ReplayProvider::record(live, path)?))
 }
+
+/// A Temporal worker long-polls its task queue and asks again at least every minute (the
+/// server's long-poll timeout); a poller last seen longer ago than this has stopped.
+pub(crate) const POLLER_FRESH: std::time::Duration = std::time::Duration::from_secs(75);

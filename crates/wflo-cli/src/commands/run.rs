@@ -62,6 +62,8 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<u8> {
         None => super::connect(config).await?,
     };
     let engine = wflo.engine();
+    // Runs whose driver died give their budget reservations back.
+    engine.release_abandoned().await?;
     let mut options = RunOptions {
         inputs: args.inputs.iter().cloned().collect(),
         budget_usd: args.budget,
@@ -104,13 +106,28 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<u8> {
         r = engine.resume(id, options) => r,
         _ = tokio::signal::ctrl_c() => {
             progress.finish();
+            // The run's future is dropped mid-step: what it held goes back now, not at expiry.
+            let released = match engine.interrupt(id).await {
+                Ok(0) => String::new(),
+                Ok(n) => format!("; {n} budget reservation(s) released"),
+                Err(e) => format!("; could not release its reservations now ({e}): they expire by themselves"),
+            };
             eprintln!(
-                "interrupted: execution {id} stopped where it was; continue it with `wflo run --resume {id}`"
+                "interrupted: execution {id} stopped where it was{released}; continue it with `wflo run --resume {id}`"
             );
             return Ok(130);
         }
     };
     progress.finish();
+    // Refused before it started (another process drives the execution): nothing to summarise.
+    if let Err(
+        e @ wflo_core::RuntimeError::Db(
+            wflo_core::db::Error::Leased { .. } | wflo_core::db::Error::Invalid { .. },
+        ),
+    ) = &outcome
+    {
+        return Err(coded(exit::FAILED, e.to_string()));
+    }
     let elapsed = started.elapsed();
     print_summary(&wflo, id, &name, budget, elapsed).await?;
     match outcome {

@@ -19,6 +19,10 @@ pub struct Model {
     pub completed_at: Option<DateTimeUtc>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
+    pub engine: String,
+    pub lease_holder: Option<String>,
+    pub lease_expires_at: Option<DateTimeUtc>,
+    pub lease_fence: i64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

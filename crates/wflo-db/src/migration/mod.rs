@@ -8,6 +8,7 @@ mod m20261125_000001_core;
 mod m20261125_000002_bus;
 mod m20261125_000003_costs;
 mod m20261125_000004_bus_dedupe;
+mod m20261201_000005_drivers;
 
 use sea_orm::{ConnectionTrait, DbBackend};
 use sea_orm_migration::prelude::*;
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000002_bus::Migration),
             Box::new(m20261125_000003_costs::Migration),
             Box::new(m20261125_000004_bus_dedupe::Migration),
+            Box::new(m20261201_000005_drivers::Migration),
         ]
     }
 }

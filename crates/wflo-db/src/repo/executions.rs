@@ -2,14 +2,15 @@ use super::{counter, db_err, parse_stored, repository, text_enum};
 use crate::entity::execution as ex;
 use crate::money::{nanos_to_usd, usd_to_nanos};
 use crate::{Error, Result};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use rust_decimal::Decimal;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
-    TransactionTrait,
+    ActiveModelTrait, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    Set, TransactionTrait,
 };
 use serde_json::Value;
+use std::time::Duration;
 use uuid::Uuid;
 
 text_enum!(
@@ -57,6 +58,49 @@ impl ExecutionStatus {
     pub fn is_terminal(self) -> bool {
         self.is_final() || self == ExecutionStatus::Failed
     }
+}
+
+text_enum!(
+    /// The engine that drives an execution. Decisions and signals go through it: an approval of
+    /// a Temporal run is delivered to its workflow, not only written to the row.
+    ExecutionEngine {
+        /// The in-process engine (`wflo run`, an embedding program), guarded by a lease.
+        Local = "LOCAL",
+        /// A `WfloWorkflow` on Temporal (`wflo run --engine temporal`, executed by `wflo worker`).
+        Temporal = "TEMPORAL",
+    }
+);
+
+/// A driver's hold on an execution: only its holder runs steps until `expires_at`; every
+/// acquisition increments `fence`, so a stale holder is recognised by its older fence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// Who holds it (host, process and a per-process token).
+    pub holder: String,
+    /// Until when, unless renewed.
+    pub expires_at: DateTime<Utc>,
+    /// The fencing counter of this acquisition.
+    pub fence: i64,
+}
+
+/// Who drives an execution now, as far as the database knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Driver {
+    /// A Temporal workflow (its worker holds no lease here).
+    Temporal,
+    /// An in-process driver whose lease has not expired.
+    Held {
+        /// The lease holder.
+        holder: String,
+        /// When its lease expires unless renewed.
+        until: DateTime<Utc>,
+    },
+    /// No live driver: the last lease expired or was released at `since` (none: never driven).
+    None {
+        /// When the last driver's lease ended.
+        since: Option<DateTime<Utc>>,
+    },
 }
 
 /// Token counters.
@@ -108,6 +152,38 @@ pub struct Execution {
     pub created_at: DateTime<Utc>,
     /// Last change.
     pub updated_at: DateTime<Utc>,
+    /// The engine that drives it.
+    pub engine: ExecutionEngine,
+    /// The in-process driver's lease holder (none: released or never taken).
+    pub lease_holder: Option<String>,
+    /// When the latest lease expires or expired (kept after a release: "no driver since").
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    /// The fencing counter: how many times a lease was acquired.
+    pub lease_fence: i64,
+}
+
+impl Execution {
+    /// Who drives it at `now`.
+    pub fn driver(&self, now: DateTime<Utc>) -> Driver {
+        if self.engine == ExecutionEngine::Temporal {
+            return Driver::Temporal;
+        }
+        match (&self.lease_holder, self.lease_expires_at) {
+            (Some(holder), Some(until)) if until > now => Driver::Held {
+                holder: holder.clone(),
+                until,
+            },
+            (_, since) => Driver::None { since },
+        }
+    }
+
+    /// The execution's budget as it was stored when it was created (`inputs.budget_usd`).
+    pub fn budget_usd(&self) -> Option<Decimal> {
+        self.inputs
+            .get("budget_usd")
+            .and_then(|v| serde_json::from_value::<Option<Decimal>>(v.clone()).ok())
+            .flatten()
+    }
 }
 
 impl TryFrom<ex::Model> for Execution {
@@ -127,6 +203,10 @@ impl TryFrom<ex::Model> for Execution {
             completed_at: m.completed_at,
             created_at: m.created_at,
             updated_at: m.updated_at,
+            engine: parse_stored(&m.engine)?,
+            lease_holder: m.lease_holder,
+            lease_expires_at: m.lease_expires_at,
+            lease_fence: m.lease_fence,
         })
     }
 }
@@ -142,16 +222,19 @@ pub struct NewExecution {
     pub inputs: Value,
     /// Distributed trace id.
     pub trace_id: Option<String>,
+    /// The engine that will drive it.
+    pub engine: ExecutionEngine,
 }
 
 impl NewExecution {
-    /// An execution of `workflow_id` with `inputs`.
+    /// An execution of `workflow_id` with `inputs`, driven by the in-process engine.
     pub fn new(workflow_id: Uuid, inputs: Value) -> Self {
         NewExecution {
             id: None,
             workflow_id,
             inputs,
             trace_id: None,
+            engine: ExecutionEngine::Local,
         }
     }
 }
@@ -171,6 +254,19 @@ repository!(
 );
 
 const ENTITY: &str = "workflow execution";
+
+fn ttl_of(ttl: Duration) -> Result<chrono::Duration> {
+    if ttl.is_zero() {
+        return Err(Error::Invalid {
+            entity: ENTITY,
+            detail: "a lease must last longer than zero".into(),
+        });
+    }
+    chrono::Duration::from_std(ttl).map_err(|_| Error::Invalid {
+        entity: ENTITY,
+        detail: format!("a lease of {ttl:?} is too long"),
+    })
+}
 
 impl<E: crate::Executor> Executions<'_, E> {
     /// Creates an execution in PENDING. A missing definition is [`Error::ForeignKey`].
@@ -192,6 +288,10 @@ impl<E: crate::Executor> Executions<'_, E> {
             completed_at: Set(None),
             created_at: Set(now),
             updated_at: Set(now),
+            engine: Set(new.engine.as_str().into()),
+            lease_holder: Set(None),
+            lease_expires_at: Set(None),
+            lease_fence: Set(0),
         }
         .insert(self.conn())
         .await
@@ -371,6 +471,124 @@ impl<E: crate::Executor> Executions<'_, E> {
         txn.commit()
             .await
             .map_err(db_err(ENTITY, "committing a cost update"))
+    }
+
+    /// Takes the lease of an in-process driver: one conditional UPDATE that succeeds only when
+    /// the execution is driven by the in-process engine and no other holder's lease is live,
+    /// and increments the fencing counter. A live lease of another holder is [`Error::Leased`]
+    /// (naming the holder and its expiry); an execution of another engine is
+    /// [`Error::Invalid`].
+    pub async fn acquire_lease(&self, id: Uuid, holder: &str, ttl: Duration) -> Result<Lease> {
+        let now = Utc::now().trunc_subsecs(3);
+        let expires = now + ttl_of(ttl)?;
+        let changed = ex::Entity::update_many()
+            .col_expr(ex::Column::LeaseHolder, Expr::value(holder))
+            .col_expr(ex::Column::LeaseExpiresAt, Expr::value(expires))
+            .col_expr(
+                ex::Column::LeaseFence,
+                Expr::col(ex::Column::LeaseFence).add(1),
+            )
+            .filter(ex::Column::Id.eq(id))
+            .filter(ex::Column::Engine.eq(ExecutionEngine::Local.as_str()))
+            .filter(
+                Condition::any()
+                    .add(ex::Column::LeaseHolder.is_null())
+                    .add(ex::Column::LeaseExpiresAt.is_null())
+                    .add(ex::Column::LeaseExpiresAt.lte(now)),
+            )
+            .exec_with_returning(self.conn())
+            .await
+            .map_err(db_err(ENTITY, "taking an execution's lease"))?;
+        if let Some(m) = changed.into_iter().next() {
+            return Ok(Lease {
+                holder: holder.to_string(),
+                expires_at: expires,
+                fence: m.lease_fence,
+            });
+        }
+        let current = self.get(id).await?;
+        match current.driver(now) {
+            Driver::Temporal => Err(Error::Invalid {
+                entity: ENTITY,
+                detail: format!(
+                    "execution {id} is driven by temporal (workflow wflo-{id}); it continues there \
+                     once a worker runs (`wflo worker`)"
+                ),
+            }),
+            Driver::Held { holder, until } => Err(Error::Leased {
+                id: id.to_string(),
+                holder,
+                until,
+            }),
+            // Released between the two statements: report it as held by nobody known.
+            Driver::None { .. } => Err(Error::Leased {
+                id: id.to_string(),
+                holder: "another driver".into(),
+                until: now,
+            }),
+        }
+    }
+
+    /// Extends a held lease by `ttl` from now. A lease taken over by another holder (its fence
+    /// moved on) or released is [`Error::LeaseLost`]; the caller must stop driving.
+    pub async fn renew_lease(&self, id: Uuid, lease: &Lease, ttl: Duration) -> Result<Lease> {
+        let expires = Utc::now().trunc_subsecs(3) + ttl_of(ttl)?;
+        let res = ex::Entity::update_many()
+            .col_expr(ex::Column::LeaseExpiresAt, Expr::value(expires))
+            .filter(ex::Column::Id.eq(id))
+            .filter(ex::Column::LeaseHolder.eq(lease.holder.as_str()))
+            .filter(ex::Column::LeaseFence.eq(lease.fence))
+            .exec(self.conn())
+            .await
+            .map_err(db_err(ENTITY, "renewing an execution's lease"))?;
+        if res.rows_affected == 0 {
+            return Err(Error::LeaseLost {
+                id: id.to_string(),
+                holder: lease.holder.clone(),
+            });
+        }
+        Ok(Lease {
+            expires_at: expires,
+            ..lease.clone()
+        })
+    }
+
+    /// Gives a lease up (when its holder stops driving): the execution has no driver from now
+    /// on, and another may take it at once. Releasing a lease that was lost changes nothing.
+    pub async fn release_lease(&self, id: Uuid, lease: &Lease) -> Result<bool> {
+        let res = ex::Entity::update_many()
+            .col_expr(ex::Column::LeaseHolder, Expr::value(Option::<String>::None))
+            .col_expr(
+                ex::Column::LeaseExpiresAt,
+                Expr::value(Utc::now().trunc_subsecs(3)),
+            )
+            .filter(ex::Column::Id.eq(id))
+            .filter(ex::Column::LeaseHolder.eq(lease.holder.as_str()))
+            .filter(ex::Column::LeaseFence.eq(lease.fence))
+            .exec(self.conn())
+            .await
+            .map_err(db_err(ENTITY, "releasing an execution's lease"))?;
+        Ok(res.rows_affected > 0)
+    }
+
+    /// Unfinished in-process executions (RUNNING or WAITING_APPROVAL) whose driver's lease
+    /// expired or was released before `now`: their driver died or stopped, so what they hold
+    /// (budget reservations) can be given back.
+    pub async fn without_driver(&self, now: DateTime<Utc>) -> Result<Vec<Execution>> {
+        ex::Entity::find()
+            .filter(ex::Column::Engine.eq(ExecutionEngine::Local.as_str()))
+            .filter(ex::Column::Status.is_in([
+                ExecutionStatus::Running.as_str(),
+                ExecutionStatus::WaitingApproval.as_str(),
+            ]))
+            .filter(ex::Column::LeaseExpiresAt.lte(now))
+            .order_by_asc(ex::Column::LeaseExpiresAt)
+            .all(self.conn())
+            .await
+            .map_err(db_err(ENTITY, "listing executions without a driver"))?
+            .into_iter()
+            .map(Execution::try_from)
+            .collect()
     }
 
     /// Deletes an execution; its steps, snapshots, approvals and rollback actions go with it.

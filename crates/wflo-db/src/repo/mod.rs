@@ -22,7 +22,10 @@ pub use budgets::{
 pub use bus::{ConsumerOffsets, NewOutboxEvent, Outbox, OutboxEvent};
 pub use costs::{CostEntry, CostFilter, CostTotals, Costs, LedgerTokens, NewCostEntry};
 pub use definitions::{Definition, Definitions, NewDefinition};
-pub use executions::{Execution, ExecutionStatus, Executions, NewExecution, Outcome, Tokens};
+pub use executions::{
+    Driver, Execution, ExecutionEngine, ExecutionStatus, Executions, Lease, NewExecution, Outcome,
+    Tokens,
+};
 pub use rollbacks::{NewRollback, Rollback, RollbackStatus, Rollbacks};
 pub use snapshots::{Snapshot, Snapshots};
 pub use steps::{NewStep, Step, StepStatus, Steps};
