@@ -328,9 +328,7 @@ fn native_down(service: Service) -> Result<()> {
                 &["-h", "127.0.0.1", "-p", &port, "shutdown", "nosave"],
             );
         }
-        Service::Docker => {
-            util::stop_pidfile(&dir.join("dockerd.pid"), Duration::from_secs(15))?;
-        }
+        Service::Docker => docker_down(&dir)?,
         Service::Temporal => {
             util::stop_pidfile(&dir.join("temporal.pid"), Duration::from_secs(10))?;
         }
@@ -482,15 +480,182 @@ pub(crate) fn docker_probe() -> Result<String> {
         .map(|v| format!("Docker engine {v}"))
 }
 
+/// Where the native `dockerd` keeps its state, apart from any system engine's: its own pid
+/// file, exec root (runtime state and containerd's sockets) and data root (images, containers,
+/// volumes: the sandbox image that `services up docker` builds lives here) under
+/// `target/wflo-services/docker/`. Only the API socket is the default `/var/run/docker.sock`,
+/// so the `docker` CLI and the default `DOCKER_HOST` reach it. `cargo clean` removes this
+/// state, images included (the next `up` builds the sandbox image again, 1-2 minutes): run
+/// `services down docker` before it.
+struct DockerPaths {
+    /// The pid xtask recorded when it started dockerd (`target/wflo-services/dockerd.pid`).
+    spawned: std::path::PathBuf,
+    /// dockerd's own `--pidfile`.
+    pidfile: std::path::PathBuf,
+    exec_root: std::path::PathBuf,
+    data_root: std::path::PathBuf,
+    log: std::path::PathBuf,
+}
+
+/// Unix socket paths hold 107 bytes; the longest that dockerd and containerd create under the
+/// exec root is `containerd/containerd.sock.ttrpc` (32 bytes after it).
+const EXEC_ROOT_MAX: usize = 64;
+
+fn docker_paths(dir: &std::path::Path) -> DockerPaths {
+    let own = dir.join("docker");
+    let mut exec_root = own.join("exec");
+    if exec_root.as_os_str().len() > EXEC_ROOT_MAX {
+        // A deep checkout: a short exec root of its own under /run instead.
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        exec_root.hash(&mut h);
+        exec_root = std::path::PathBuf::from(format!("/run/wflo-dockerd-{:016x}", h.finish()));
+    }
+    DockerPaths {
+        spawned: dir.join("dockerd.pid"),
+        pidfile: own.join("dockerd.pid"),
+        exec_root,
+        data_root: own.join("data"),
+        log: dir.join("dockerd.log"),
+    }
+}
+
+impl DockerPaths {
+    fn containerd_pidfile(&self) -> std::path::PathBuf {
+        self.exec_root.join("containerd").join("containerd.pid")
+    }
+
+    /// The pid of our dockerd, by either record, when it is running.
+    fn dockerd(&self) -> Option<u32> {
+        [&self.spawned, &self.pidfile]
+            .into_iter()
+            .find_map(|f| pid_running(f, "dockerd"))
+    }
+}
+
+/// The pid in `pidfile` when that process runs (not a zombie) and is `comm`; a pid reused by
+/// another program does not count.
+fn pid_running(pidfile: &std::path::Path, comm: &str) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(pidfile).ok()?.trim().parse().ok()?;
+    process_running(pid, comm).then_some(pid)
+}
+
+fn process_running(pid: u32, comm: &str) -> bool {
+    // `/proc/PID/stat` is `PID (COMM) STATE ...`; a zombie (Z) has exited: nobody reaps
+    // detached daemons on a machine whose init does not.
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+        return false;
+    };
+    let state = stat[close + 1..].split_whitespace().next().unwrap_or("Z");
+    &stat[open + 1..close] == comm && state != "Z" && state != "X"
+}
+
+/// Removes `pidfile` unless the process it names runs as `comm`: dockerd refuses to start
+/// over a pid file whose pid still has a /proc entry (a killed dockerd's zombie has one).
+fn remove_stale_pidfile(pidfile: &std::path::Path, comm: &str) {
+    if pidfile.exists() && pid_running(pidfile, comm).is_none() {
+        println!("docker    removing stale pid file {}", pidfile.display());
+        let _ = std::fs::remove_file(pidfile);
+    }
+}
+
+/// SIGTERM, up to `grace` for the process to exit, then SIGKILL and up to 10 s more.
+/// Returns whether it had to be killed.
+fn stop_process(pid: u32, comm: &str, grace: Duration) -> Result<bool> {
+    let wait = |within: Duration| {
+        let start = Instant::now();
+        while process_running(pid, comm) {
+            if start.elapsed() >= within {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        true
+    };
+    let _ = output("kill", &["-TERM", &pid.to_string()]);
+    if wait(grace) {
+        return Ok(false);
+    }
+    println!("docker    {comm} (pid {pid}) still runs after {grace:?}; sending SIGKILL");
+    let _ = output("kill", &["-KILL", &pid.to_string()]);
+    if !wait(Duration::from_secs(10)) {
+        bail!("{comm} (pid {pid}) still runs 10 s after SIGKILL");
+    }
+    Ok(true)
+}
+
+/// Stops our dockerd and waits for it to exit (and for the containerd it started, which a
+/// killed dockerd leaves running), then clears the pid files.
+fn docker_down(dir: &std::path::Path) -> Result<()> {
+    let paths = docker_paths(dir);
+    if let Some(pid) = paths.dockerd() {
+        // dockerd gives containers --shutdown-timeout (10 s) to stop, then stops containerd.
+        stop_process(pid, "dockerd", Duration::from_secs(30))?;
+    }
+    if let Some(pid) = pid_running(&paths.containerd_pidfile(), "containerd") {
+        stop_process(pid, "containerd", Duration::from_secs(10))?;
+    }
+    for (file, comm) in [
+        (&paths.spawned, "dockerd"),
+        (&paths.pidfile, "dockerd"),
+        (&paths.containerd_pidfile(), "containerd"),
+    ] {
+        if pid_running(file, comm).is_none() {
+            let _ = std::fs::remove_file(file);
+        }
+    }
+    Ok(())
+}
+
 fn docker_up() -> Result<String> {
     if !has("dockerd") {
         return Err(missing("the Docker engine", "docker.io"));
     }
     let dir = state_dir()?;
-    let log = dir.join("dockerd.log");
-    spawn_daemon(&mut Command::new("dockerd"), &log, &dir.join("dockerd.pid"))?;
-    wait_until("docker", Duration::from_secs(30), docker_probe)
-        .with_context(|| format!("dockerd log:\n{}", util::tail(&log, 20)))
+    let paths = docker_paths(&dir);
+    let log_tail = || {
+        format!(
+            "dockerd log ({}):\n{}",
+            paths.log.display(),
+            util::tail(&paths.log, 20)
+        )
+    };
+    if let Some(pid) = paths.dockerd() {
+        // Ours, still starting (or stuck): do not start a second one.
+        return wait_until("docker", Duration::from_secs(30), docker_probe).with_context(|| {
+            format!(
+                "dockerd (pid {pid}) runs but does not answer; stop it with `cargo xtask services \
+                 down docker`; {}",
+                log_tail()
+            )
+        });
+    }
+    remove_stale_pidfile(&paths.spawned, "dockerd");
+    remove_stale_pidfile(&paths.pidfile, "dockerd");
+    // A containerd that still runs is reused by dockerd; a dead one's pid file is not.
+    remove_stale_pidfile(&paths.containerd_pidfile(), "containerd");
+    for d in [&paths.exec_root, &paths.data_root] {
+        std::fs::create_dir_all(d).with_context(|| format!("create {}", d.display()))?;
+    }
+    let arg = |p: &std::path::Path| p.to_str().unwrap_or_default().to_string();
+    spawn_daemon(
+        Command::new("dockerd").args([
+            "--pidfile",
+            &arg(&paths.pidfile),
+            "--exec-root",
+            &arg(&paths.exec_root),
+            "--data-root",
+            &arg(&paths.data_root),
+            "--shutdown-timeout",
+            "10",
+        ]),
+        &paths.log,
+        &paths.spawned,
+    )?;
+    wait_until("docker", Duration::from_secs(30), docker_probe).with_context(log_tail)
 }
 
 fn temporal_probe() -> Result<String> {
@@ -586,4 +751,76 @@ fn kafka_up() -> Result<String> {
         crate::kafka_probe::metadata(KAFKA_ADDR)
     })
     .with_context(|| format!("kafka log:\n{}", util::tail(&log, 20)))
+}
+
+#[cfg(test)]
+mod docker_tests {
+    use super::*;
+
+    fn pidfile(tag: &str, pid: u32) -> std::path::PathBuf {
+        let path =
+            std::env::temp_dir().join(format!("wflo-xtask-{tag}-{}.pid", std::process::id()));
+        std::fs::write(&path, pid.to_string()).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_pid_file_counts_only_while_its_process_runs_under_that_name() {
+        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+        let file = pidfile("running", child.id());
+        assert_eq!(pid_running(&file, "sleep"), Some(child.id()));
+        // A pid reused by another program is not ours.
+        assert_eq!(pid_running(&file, "dockerd"), None);
+        remove_stale_pidfile(&file, "sleep");
+        assert!(file.exists(), "a live process's pid file is kept");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(pid_running(&file, "sleep"), None);
+        remove_stale_pidfile(&file, "sleep");
+        assert!(!file.exists(), "a gone process's pid file is removed");
+    }
+
+    #[test]
+    fn a_zombie_is_not_running() {
+        // Exited but not reaped: what a killed daemon stays when init does not reap it. Its
+        // /proc entry (which dockerd's own pid file check looks at) is still there.
+        let mut child = Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap()
+            .contains(") Z")
+        {
+            assert!(Instant::now() < deadline, "`true` never exited");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let file = pidfile("zombie", pid);
+        assert!(!process_running(pid, "true"));
+        remove_stale_pidfile(&file, "true");
+        assert!(!file.exists());
+        child.wait().unwrap();
+    }
+
+    #[test]
+    fn stop_process_waits_for_the_exit_and_kills_after_the_grace() {
+        // `sleep` exits on SIGTERM (an exited, unreaped child counts as exited).
+        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+        let started = Instant::now();
+        assert!(!stop_process(child.id(), "sleep", Duration::from_secs(5)).unwrap());
+        assert!(started.elapsed() < Duration::from_secs(5));
+        child.wait().unwrap();
+
+        // A process that ignores SIGTERM is killed after the grace.
+        let mut child = Command::new("sh")
+            .args(["-c", "trap '' TERM; while :; do sleep 0.1; done"])
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        std::thread::sleep(Duration::from_millis(300));
+        let started = Instant::now();
+        assert!(stop_process(pid, "sh", Duration::from_secs(1)).unwrap());
+        assert!(started.elapsed() >= Duration::from_secs(1));
+        assert!(!process_running(pid, "sh"));
+        child.wait().unwrap();
+    }
 }
