@@ -314,7 +314,7 @@ pub(crate) async fn print_summary(
             } else {
                 format!("{}+{}", s.tokens.prompt, s.tokens.completion)
             },
-            usd(s.cost_usd),
+            crate::format::step_cost(s.cost_usd, s.outputs.as_ref()),
         ]);
     }
     if !t.is_empty() {
