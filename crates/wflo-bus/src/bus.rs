@@ -82,10 +82,7 @@ pub(crate) fn event_headers(id: uuid::Uuid, event_type: &str) -> BTreeMap<String
     h
 }
 
-/// Header carrying the event id.
-pub const HEADER_EVENT_ID: &str = "wflo-event-id";
-/// Header carrying the event type.
-pub const HEADER_EVENT_TYPE: &str = "wflo-event-type";
+pub use wflo_types::{HEADER_EVENT_ID, HEADER_EVENT_TYPE};
 
 /// Where the broker stored an acknowledged message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

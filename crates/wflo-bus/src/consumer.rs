@@ -45,7 +45,7 @@ pub struct Message {
 impl Message {
     /// The value parsed as an event envelope.
     pub fn envelope(&self) -> Result<EventEnvelope> {
-        EventEnvelope::from_bytes(&self.value)
+        Ok(EventEnvelope::from_bytes(&self.value)?)
     }
 }
 

@@ -69,6 +69,15 @@ pub enum Error {
 /// `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+impl From<wflo_types::Error> for Error {
+    fn from(e: wflo_types::Error) -> Self {
+        match e {
+            wflo_types::Error::Malformed(m) => Error::Malformed(m),
+            other => Error::Malformed(other.to_string()),
+        }
+    }
+}
+
 impl Error {
     /// Whether retrying the same operation later may succeed.
     pub fn is_retriable(&self) -> bool {

@@ -4,23 +4,8 @@ use crate::{Error, Result};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// Topic names.
-pub mod names {
-    /// Workflow status changes.
-    pub const WORKFLOWS: &str = "wflo.workflows";
-    /// Step status changes.
-    pub const STEPS: &str = "wflo.steps";
-    /// Costs and budget alerts.
-    pub const COSTS: &str = "wflo.costs";
-    /// Sandbox executions.
-    pub const SANDBOX: &str = "wflo.sandbox";
-    /// Approvals requested, decided, expired.
-    pub const APPROVALS: &str = "wflo.approvals";
-    /// The audit trail.
-    pub const AUDIT: &str = "wflo.audit";
-    /// Metrics and events of unknown type.
-    pub const METRICS: &str = "wflo.metrics";
-}
+/// Topic names (from the shared vocabulary).
+pub use wflo_types::topic as names;
 
 /// What the broker does with old records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -130,7 +130,6 @@ pub(crate) fn runtime_code(e: &RuntimeError) -> u8 {
         E::Llm(l) => llm_code(l),
         E::Sandbox(s) => sandbox_code(s),
         E::Cache(c) => cache_code(c),
-        E::Bus(b) => bus_code(b),
         _ => FAILED,
     }
 }

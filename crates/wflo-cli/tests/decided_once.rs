@@ -259,6 +259,11 @@ fn deciding_a_temporal_run_needs_no_worker_and_the_run_goes_on_when_one_returns(
     let mut run = Guard(Some(spawn(&w, &["run", "--engine", "temporal", &file])));
     let approvals = pending(&w, 1);
     let (execution, approval) = approvals.into_iter().next().unwrap();
+    let doctor = w.run(&["doctor"]);
+    assert!(
+        doctor.stdout.contains("1 worker(s) polling"),
+        "doctor sees the worker: {doctor:?}"
+    );
 
     // Every worker down (killed, not stopped cleanly).
     let mut killed = worker.take();
@@ -313,6 +318,13 @@ fn deciding_a_temporal_run_needs_no_worker_and_the_run_goes_on_when_one_returns(
     );
     let show = w.run(&["executions", "show", &execution]);
     assert!(show.stdout.contains("APPROVED"), "{}", show.stdout);
+    let doctor = w.run(&["doctor"]);
+    assert!(
+        doctor
+            .stdout
+            .contains("no worker is polling task queue once-"),
+        "doctor says no worker polls: {doctor:?}"
+    );
 
     // A worker returns: the run completes on the stored decision.
     let _worker = Guard(Some(spawn(&w, &["worker"])));

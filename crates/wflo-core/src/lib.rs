@@ -41,6 +41,17 @@ pub use wflo_runtime::{
     StepDef, StepKind, Tool, WorkflowBuilder, WorkflowDef, action_fingerprint, extract_code,
 };
 
+/// The shared vocabulary: statuses, token usage, events and their payloads, step kinds and
+/// typed step outputs — the same types every layer (and the HTTP API) speaks.
+pub mod types {
+    pub use wflo_types::{
+        AlertType, ApprovalOutput, ApprovalPayload, ApprovalStatus, AuditPayload, CheckpointOutput,
+        CodeOutput, CostPayload, Error, EventEnvelope, EventPayload, EventType, ExecutionStatus,
+        LlmOutput, RollbackStatus, SandboxPayload, StepKind, StepOutput, StepStatus,
+        StepStatusPayload, TokenUsage, ToolOutput, Usd, WorkflowStatusPayload, topic,
+    };
+}
+
 /// Persistence: executions, steps, snapshots, approvals, rollbacks, the outbox.
 pub mod db {
     /// The persistence layer's error (inside [`crate::Error::Db`]).

@@ -6,7 +6,6 @@ use crate::{Error, Result};
 use backon::{ExponentialBuilder, Retryable};
 use chrono::{DateTime, Datelike, Utc};
 use rust_decimal::Decimal;
-use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,7 +14,7 @@ use uuid::Uuid;
 use wflo_db::{Db, Executor};
 
 /// Topic of cost events.
-pub const COSTS_TOPIC: &str = "wflo.costs";
+pub const COSTS_TOPIC: &str = wflo_types::topic::COSTS;
 /// Event type of a budget threshold alert.
 pub const BUDGET_ALERT_EVENT: &str = "cost.budget_alert";
 /// The `source` of events this crate writes.
@@ -840,7 +839,7 @@ impl CostTracker {
         let ledger = wflo_db::NewCostEntry {
             execution_id: reservation.execution_id,
             step_id: step,
-            workflow_name: workflow,
+            workflow_name: workflow.clone(),
             reservation_id: Some(reservation.id),
             model: cost.model.clone(),
             tokens: ledger_tokens(usage),
@@ -857,7 +856,15 @@ impl CostTracker {
         let (event_usage, event_cost) = (usage.clone(), cost.clone());
         let make_event: wflo_db::AlertEventFn<'static> =
             Box::new(move |c| alert_event(c, execution, &event_usage, &event_cost));
-        let op = wflo_db::BudgetOp::Settle { settle, make_event };
+        // The charge's own event commits with it (never after, where a crash would lose it).
+        let (charge_usage, charge_workflow) = (usage.clone(), workflow.clone());
+        let cost_event: wflo_db::CostEventFn<'static> =
+            Box::new(move |c| cost_event(c, &charge_usage, charge_workflow.as_deref()));
+        let op = wflo_db::BudgetOp::Settle {
+            settle,
+            make_event,
+            cost_event: Some(cost_event),
+        };
         let done = match self
             .submit(op)
             .await?
@@ -958,7 +965,8 @@ fn closed_error(e: wflo_db::Error, id: Uuid) -> Error {
     }
 }
 
-/// The outbox event of a crossed threshold, in the shared envelope (schema_version 1).
+/// The outbox event of a crossed threshold (`cost.budget_alert`), keyed by the execution or,
+/// for a budget of no execution, by its scope.
 fn alert_event(
     c: &wflo_db::ThresholdCrossed,
     execution: Option<Uuid>,
@@ -966,46 +974,78 @@ fn alert_event(
     cost: &CostBreakdown,
 ) -> wflo_db::NewOutboxEvent {
     let b = &c.budget;
-    let event_id = Uuid::now_v7();
     let percentage = (b.spent_usd * Decimal::ONE_HUNDRED / b.limit_usd).normalize();
     let scope = b.key.scope.clone();
-    let key = execution
-        .map(|e| e.to_string())
-        .unwrap_or_else(|| scope.clone());
-    let payload = json!({
-        "schema_version": 1,
-        "event_id": event_id,
-        "event_type": BUDGET_ALERT_EVENT,
-        "occurred_at": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-        "source": EVENT_SOURCE,
-        "execution_id": execution,
-        "workflow_id": null,
-        "trace_id": null,
-        "correlation_id": null,
-        "payload": {
-            "model": cost.model,
-            "prompt_tokens": usage.prompt,
-            "completion_tokens": usage.completion,
-            "cached_prompt_tokens": usage.cached_prompt,
-            "reasoning_tokens": usage.reasoning,
-            "cost_usd": cost.total_usd.to_string(),
-            "total_cost_usd": b.spent_usd.to_string(),
-            "budget_limit_usd": b.limit_usd.to_string(),
-            "percentage": percentage.to_string(),
-            "alert_type": format!("threshold_{}", c.threshold_pct),
-            "scope": scope,
-        }
+    let alert_type = match c.threshold_pct {
+        50 => Some(wflo_types::AlertType::Threshold50),
+        75 => Some(wflo_types::AlertType::Threshold75),
+        90 => Some(wflo_types::AlertType::Threshold90),
+        100 => Some(wflo_types::AlertType::Threshold100),
+        _ => None,
+    };
+    let payload = wflo_types::EventPayload::BudgetAlert(wflo_types::CostPayload {
+        model: Some(cost.model.clone()),
+        prompt_tokens: usage.prompt,
+        completion_tokens: usage.completion,
+        cached_prompt_tokens: usage.cached_prompt,
+        reasoning_tokens: usage.reasoning,
+        cost_usd: cost.total_usd,
+        total_cost_usd: b.spent_usd,
+        budget_limit_usd: Some(b.limit_usd),
+        percentage: Some(percentage),
+        alert_type,
+        scope: Some(scope.clone()),
     });
-    wflo_db::NewOutboxEvent {
-        event_id,
-        topic: COSTS_TOPIC.into(),
-        key: Some(key),
-        payload,
-        headers: BTreeMap::from([
-            ("event_type".to_string(), BUDGET_ALERT_EVENT.to_string()),
-            ("schema_version".to_string(), "1".to_string()),
-        ]),
+    let mut env = wflo_types::EventEnvelope::new(EVENT_SOURCE, payload);
+    if let Some(e) = execution {
+        env = env.with_execution(e);
     }
+    let event = wflo_db::NewOutboxEvent::from_envelope(&env);
+    match execution {
+        Some(_) => event,
+        None => event.keyed(scope),
+    }
+}
+
+/// The `cost.recorded` event of a settled charge, built inside the settle's transaction: the
+/// execution's total after the charge, and its budget's limit when it has one.
+fn cost_event(
+    c: &wflo_db::ChargeRecorded<'_>,
+    usage: &TokenUsage,
+    workflow: Option<&str>,
+) -> wflo_db::NewOutboxEvent {
+    let execution = c.entry.execution_id;
+    let scope = execution.map(|e| Scope::Execution(e).key());
+    let limit = scope.as_ref().and_then(|k| {
+        c.budgets
+            .iter()
+            .find(|b| &b.key.scope == k && b.key.period.is_empty())
+            .map(|b| b.limit_usd)
+    });
+    let total = c.execution_total_usd.unwrap_or(c.entry.cost_usd);
+    let payload = wflo_types::EventPayload::CostRecorded(wflo_types::CostPayload {
+        model: Some(c.entry.model.clone()),
+        prompt_tokens: usage.prompt,
+        completion_tokens: usage.completion,
+        cached_prompt_tokens: usage.cached_prompt,
+        reasoning_tokens: usage.reasoning,
+        cost_usd: c.entry.cost_usd,
+        total_cost_usd: total,
+        budget_limit_usd: limit,
+        percentage: limit
+            .filter(|l| !l.is_zero())
+            .map(|l| (total * Decimal::ONE_HUNDRED / l).round_dp(2)),
+        alert_type: None,
+        scope,
+    });
+    let mut env = wflo_types::EventEnvelope::new(EVENT_SOURCE, payload);
+    if let Some(e) = execution {
+        env = env.with_execution(e);
+    }
+    if let Some(w) = workflow {
+        env = env.with_workflow(w);
+    }
+    wflo_db::NewOutboxEvent::from_envelope(&env)
 }
 
 #[cfg(test)]

@@ -6,88 +6,17 @@ use crate::tokens::{ChatMessage, TokenCount, Tokenizer};
 use crate::{Error, Result};
 use rust_decimal::Decimal;
 
-/// Tokens one LLM call used, as the provider reported them.
-///
-/// `prompt` counts every input token, cached and cache-written ones included (OpenAI's
-/// `prompt_tokens`; for Anthropic, `input_tokens + cache_read_input_tokens +
-/// cache_creation_input_tokens`). `completion` counts every output token, reasoning ones
-/// included (OpenAI's `completion_tokens`). `cached_prompt`, `cache_write` and `reasoning` say
-/// how many of those were billed at their own price.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TokenUsage {
-    /// The model, as the provider named it.
-    pub model: String,
-    /// All input tokens.
-    pub prompt: u64,
-    /// All output tokens.
-    pub completion: u64,
-    /// Input tokens read from the provider's prompt cache.
-    pub cached_prompt: u64,
-    /// Input tokens written to the provider's prompt cache.
-    pub cache_write: u64,
-    /// Output tokens spent on reasoning.
-    pub reasoning: u64,
-}
+/// Tokens one LLM call used, as the provider reported them (the shared vocabulary's type).
+pub use wflo_types::TokenUsage;
 
-impl TokenUsage {
-    /// Prompt and completion tokens of `model`.
-    pub fn new(model: impl Into<String>, prompt: u64, completion: u64) -> Self {
-        TokenUsage {
-            model: model.into(),
-            prompt,
-            completion,
-            ..Default::default()
-        }
-    }
-
-    /// With cached (read) prompt tokens.
-    pub fn cached_prompt(mut self, n: u64) -> Self {
-        self.cached_prompt = n;
-        self
-    }
-
-    /// With cache-write prompt tokens.
-    pub fn cache_write(mut self, n: u64) -> Self {
-        self.cache_write = n;
-        self
-    }
-
-    /// With reasoning tokens.
-    pub fn reasoning(mut self, n: u64) -> Self {
-        self.reasoning = n;
-        self
-    }
-
-    /// Prompt plus completion.
-    pub fn total_tokens(&self) -> u64 {
-        self.prompt + self.completion
-    }
-
-    fn validate(&self) -> Result<()> {
-        let bad = |detail: String| {
-            Err(Error::InvalidUsage {
-                model: self.model.clone(),
-                detail,
-            })
-        };
-        if self
-            .cached_prompt
-            .checked_add(self.cache_write)
-            .is_none_or(|n| n > self.prompt)
-        {
-            return bad(format!(
-                "cached ({}) plus cache-write ({}) tokens exceed the prompt tokens ({}); \
-                 prompt must include them",
-                self.cached_prompt, self.cache_write, self.prompt
-            ));
-        }
-        if self.reasoning > self.completion {
-            return bad(format!(
-                "reasoning tokens ({}) exceed the completion tokens ({}); completion must include them",
-                self.reasoning, self.completion
-            ));
-        }
-        Ok(())
+/// Refuses usage whose counts contradict each other.
+fn validate(usage: &TokenUsage) -> Result<()> {
+    match usage.inconsistency() {
+        None => Ok(()),
+        Some(detail) => Err(Error::InvalidUsage {
+            model: usage.model.clone(),
+            detail,
+        }),
     }
 }
 
@@ -126,7 +55,7 @@ pub struct CostEstimate {
 impl PriceCatalog {
     /// The exact cost of a call. Unknown models are [`Error::UnknownModel`].
     pub fn cost(&self, usage: &TokenUsage) -> Result<CostBreakdown> {
-        usage.validate()?;
+        validate(usage)?;
         let m = self.resolve(&usage.model)?;
         let p = &m.price;
         let c = ModelPrice::cost_of;

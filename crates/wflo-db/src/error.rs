@@ -127,6 +127,21 @@ pub enum Error {
 /// `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+impl From<wflo_types::Error> for Error {
+    fn from(e: wflo_types::Error) -> Self {
+        match e {
+            wflo_types::Error::UnknownValue { what, .. } => Error::Invalid {
+                entity: what,
+                detail: e.to_string(),
+            },
+            other => Error::Invalid {
+                entity: "stored value",
+                detail: other.to_string(),
+            },
+        }
+    }
+}
+
 impl Error {
     /// Classifies a driver error: constraint violations become typed errors.
     pub(crate) fn from_db(entity: &'static str, context: &str, err: sea_orm::DbErr) -> Error {

@@ -1457,6 +1457,7 @@ fn charge(id: Uuid, usd: Decimal) -> wflo_db::BudgetOp<'static> {
             thresholds: vec![50, 75, 90, 100],
         },
         make_event: Box::new(|c| event("wflo.costs", &format!("{}", c.threshold_pct))),
+        cost_event: None,
     }
 }
 
@@ -1963,4 +1964,241 @@ async fn executions_without_a_live_driver_are_found_and_temporal_ones_take_no_le
         Err(Error::Invalid { detail, .. }) => assert!(detail.contains("temporal"), "{detail}"),
         other => panic!("a temporal execution takes no local lease: {other:?}"),
     }
+}
+
+// ------------------------------------------------------------------ every event with its change
+
+/// A settle of `usd` on a fresh execution budget, whose cost event is `make` (the settle's own
+/// transaction writes it).
+async fn settle_with_cost_event(
+    t: &Db,
+    exec: Uuid,
+    usd: Decimal,
+    make: wflo_db::CostEventFn<'static>,
+) -> (Uuid, wflo_db::Result<wflo_db::BudgetOpOutcome>) {
+    let key = wflo_db::BudgetKey::new(format!("execution:{exec}"), "");
+    t.budgets()
+        .ensure(wflo_db::NewBudget {
+            key: key.clone(),
+            limit_usd: dec!(1),
+        })
+        .await
+        .unwrap();
+    let held = match t
+        .budgets()
+        .reserve(wflo_db::NewReservation {
+            request_id: format!("{exec}:ask"),
+            amount_usd: usd,
+            budgets: vec![key],
+            execution_id: Some(exec),
+            expires_at: chrono::Utc::now() + chrono::Duration::minutes(5),
+        })
+        .await
+        .unwrap()
+    {
+        wflo_db::ReserveOutcome::Reserved { reservation, .. } => reservation,
+        other => panic!("reserved: {other:?}"),
+    };
+    let op = wflo_db::BudgetOp::Settle {
+        settle: wflo_db::Settle {
+            reservation_id: held.id,
+            actual_usd: usd,
+            ledger: Some(wflo_db::NewCostEntry {
+                execution_id: Some(exec),
+                step_id: None,
+                workflow_name: Some("wf".into()),
+                reservation_id: None,
+                model: "gpt-4o-mini".into(),
+                tokens: Default::default(),
+                cost_usd: usd,
+                at: None,
+            }),
+            thresholds: vec![],
+        },
+        make_event: Box::new(|c| event("wflo.costs", &format!("{}", c.threshold_pct))),
+        cost_event: Some(make),
+    };
+    // A failed transaction fails the whole batch.
+    let outcome = match t.budgets().apply(std::slice::from_ref(&op)).await {
+        Ok(mut out) => out.pop().unwrap(),
+        Err(e) => Err(e),
+    };
+    (held.id, outcome)
+}
+
+#[rstest]
+#[tokio::test]
+async fn a_charge_and_its_cost_event_commit_together_or_not_at_all(
+    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
+) {
+    let t = TestDb::new(backend).await;
+    let (_, exec) = execution(&t).await;
+
+    // The event insert fails after the charge was applied: nothing of the settle remains.
+    let taken = t
+        .outbox()
+        .enqueue(event("wflo.costs", "taken"))
+        .await
+        .unwrap();
+    let dup = taken.event_id;
+    let (held, outcome) = settle_with_cost_event(
+        &t,
+        exec.id,
+        dec!(0.25),
+        Box::new(move |_| {
+            let mut e = event("wflo.costs", "dup");
+            e.event_id = dup;
+            e
+        }),
+    )
+    .await;
+    assert!(
+        outcome.is_err(),
+        "the failing event insert fails the settle"
+    );
+    assert_eq!(t.executions().get(exec.id).await.unwrap().cost_usd, dec!(0));
+    assert!(
+        t.costs()
+            .list_for_execution(exec.id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let r = t.budgets().pending_for_execution(exec.id).await.unwrap();
+    assert_eq!(r.len(), 1, "the reservation is still pending");
+    assert_eq!(r[0].id, held);
+    assert_eq!(
+        t.outbox().count_unpublished().await.unwrap(),
+        1,
+        "only the earlier event"
+    );
+
+    // Committed: the charge, its ledger row and its event, the event seeing the total after it.
+    let (_, exec2) = execution(&t).await;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let saw = seen.clone();
+    let (_, outcome) = settle_with_cost_event(
+        &t,
+        exec2.id,
+        dec!(0.25),
+        Box::new(move |c| {
+            *saw.lock().unwrap() = c.execution_total_usd;
+            event("wflo.costs", "charged")
+        }),
+    )
+    .await;
+    outcome.unwrap();
+    assert_eq!(*seen.lock().unwrap(), Some(dec!(0.25)));
+    assert_eq!(
+        t.executions().get(exec2.id).await.unwrap().cost_usd,
+        dec!(0.25)
+    );
+    assert_eq!(
+        t.costs().list_for_execution(exec2.id).await.unwrap().len(),
+        1
+    );
+    let keys: Vec<_> = t
+        .outbox()
+        .unpublished(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.key)
+        .collect();
+    assert!(keys.contains(&Some("charged".into())), "{keys:?}");
+}
+
+#[rstest]
+#[tokio::test]
+async fn a_step_result_and_its_events_commit_together_or_not_at_all(
+    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
+) {
+    let t = TestDb::new(backend).await;
+    let (_, exec) = execution(&t).await;
+    let step = t
+        .steps()
+        .create(wflo_db::NewStep {
+            execution_id: exec.id,
+            step_key: "run".into(),
+            step_type: "code".into(),
+            inputs: None,
+        })
+        .await
+        .unwrap();
+    let running = t
+        .steps()
+        .transition(step.id, StepStatus::Running, None, None)
+        .await
+        .unwrap();
+    let before = t.outbox().count_unpublished().await.unwrap();
+    let taken = t
+        .outbox()
+        .enqueue(event("wflo.sandbox", "taken"))
+        .await
+        .unwrap();
+
+    // The second event (the sandbox result, say) fails to insert after the first went in.
+    let mut dup = event("wflo.sandbox", "dup");
+    dup.event_id = taken.event_id;
+    let failed = t
+        .steps()
+        .transition_with_events(
+            running.id,
+            StepStatus::Completed,
+            Some(json!({"stdout": "1\n"})),
+            None,
+            vec![event("wflo.steps", "status"), dup],
+        )
+        .await;
+    assert!(failed.is_err());
+    let now = t.steps().get(running.id).await.unwrap();
+    assert_eq!(
+        now.status,
+        StepStatus::Running,
+        "the result was not written"
+    );
+    assert!(now.outputs.is_none());
+    assert_eq!(t.outbox().count_unpublished().await.unwrap(), before + 1);
+
+    // Both events and the result, together.
+    let done = t
+        .steps()
+        .transition_with_events(
+            running.id,
+            StepStatus::Completed,
+            Some(json!({"stdout": "1\n"})),
+            None,
+            vec![
+                event("wflo.steps", "status"),
+                event("wflo.sandbox", "result"),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.status, StepStatus::Completed);
+    assert_eq!(t.outbox().count_unpublished().await.unwrap(), before + 3);
+
+    // An approval's decision and its event: one transaction.
+    let a = t.approvals().create(approval(exec.id)).await.unwrap();
+    let tx = t.begin().await.unwrap();
+    tx.approvals()
+        .decide(
+            a.id,
+            ApprovalDecision {
+                status: ApprovalStatus::Approved,
+                decided_by: "alice".into(),
+                reason: None,
+            },
+        )
+        .await
+        .unwrap();
+    let mut dup = event("wflo.approvals", "dup");
+    dup.event_id = taken.event_id;
+    assert!(tx.outbox().enqueue(dup).await.is_err());
+    drop(tx);
+    assert_eq!(
+        t.approvals().get(a.id).await.unwrap().status,
+        ApprovalStatus::Pending,
+        "no decision without its event"
+    );
 }

@@ -42,6 +42,9 @@ pub struct Ctx {
     /// The driver's lease when the in-process engine drives the run (checked before each step;
     /// an engine that keeps the control flow itself, Temporal, holds none).
     pub(crate) lease: Arc<std::sync::OnceLock<Arc<crate::lease::Held>>>,
+    /// Events a step's body produced, by step key, written with the step's COMPLETED or
+    /// FAILED update (one transaction: the result and its event commit together).
+    pub(crate) pending_events: Arc<Mutex<HashMap<String, Vec<wflo_db::NewOutboxEvent>>>>,
 }
 
 impl std::fmt::Debug for Ctx {
@@ -282,12 +285,16 @@ impl Ctx {
             self.execution,
             &self.workflow,
         );
+        let mut events = vec![event];
+        if matches!(to, StepStatus::Completed | StepStatus::Failed) {
+            events.extend(self.take_pending(&step.step_key));
+        }
         let s = self
             .engine
             .inner
             .db
             .steps()
-            .transition_with_events(step.id, to, outputs, error, vec![event])
+            .transition_with_events(step.id, to, outputs, error, events)
             .await?;
         self.remember(&s);
         Ok(s)
@@ -417,6 +424,8 @@ impl Ctx {
             };
             attempt += 1;
             let step_now = running;
+            // An earlier attempt's events whose update was never written are not this one's.
+            self.take_pending(key);
             if let Some(o) = &self.observer {
                 o.step_started(key, kind, step_now.attempt);
             }
@@ -662,31 +671,7 @@ impl Ctx {
                 )
                 .await?;
         }
-        // The cost event, with the execution's running total and budget.
-        if let Some(s) = &settled {
-            let exec = inner.db.executions().get(self.execution).await?;
-            let payload = wflo_bus::EventPayload::CostRecorded(wflo_bus::CostPayload {
-                model: Some(s.cost.model.clone()),
-                prompt_tokens: usage.prompt,
-                completion_tokens: usage.completion,
-                cached_prompt_tokens: usage.cached_prompt,
-                reasoning_tokens: usage.reasoning,
-                cost_usd: s.charged_usd,
-                total_cost_usd: exec.cost_usd,
-                budget_limit_usd: self.budget,
-                percentage: self
-                    .budget
-                    .filter(|b| !b.is_zero())
-                    .map(|b| (exec.cost_usd * Decimal::from(100) / b).round_dp(2)),
-                alert_type: None,
-                scope: Some(Scope::Execution(self.execution).key()),
-            });
-            inner
-                .db
-                .outbox()
-                .enqueue(events::outbox(payload, self.execution, &self.workflow))
-                .await?;
-        }
+        // Its `cost.recorded` event was written in the settle's transaction.
         Ok(json!({
             "text": text,
             "code": extract_code(&text),
@@ -730,16 +715,11 @@ impl Ctx {
                     req = req.network(wflo_sandbox::NetworkPolicy::Bridge);
                 }
                 let result = sandbox.execute(req.build()?).await?;
-                this.engine
-                    .inner
-                    .db
-                    .outbox()
-                    .enqueue(events::outbox(
-                        events::sandbox(&result),
-                        this.execution,
-                        &this.workflow,
-                    ))
-                    .await?;
+                // Written with the step's COMPLETED or FAILED update, in its transaction.
+                this.emit_with_step(
+                    &key,
+                    events::outbox(events::sandbox(&result), this.execution, &this.workflow),
+                );
                 let out = json!({
                     "stdout": result.stdout,
                     "stderr": result.stderr,
@@ -1020,6 +1000,24 @@ impl Ctx {
         }
     }
 
+    /// Queues an event of step `key` to be written with its next COMPLETED or FAILED update.
+    fn emit_with_step(&self, key: &str, event: wflo_db::NewOutboxEvent) {
+        self.pending_events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(key.to_string())
+            .or_default()
+            .push(event);
+    }
+
+    fn take_pending(&self, key: &str) -> Vec<wflo_db::NewOutboxEvent> {
+        self.pending_events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(key)
+            .unwrap_or_default()
+    }
+
     /// Refuses to go on when this run's driver lost its lease (another process drives now).
     fn check_lease(&self) -> Result<()> {
         match self.lease.get() {
@@ -1077,6 +1075,11 @@ impl Ctx {
                 let call = approval_call_from(def, step, &p)?;
                 self.approval(&step.id, call).await
             }
+            other => Err(Error::Definition {
+                step: Some(step.id.clone()),
+                line: None,
+                message: format!("this build cannot run a `{other}` step; upgrade wflo"),
+            }),
         }
     }
 

@@ -34,52 +34,8 @@ use std::str::FromStr;
 use std::time::Duration;
 use wflo_db::{RiskLevel, TimeoutPolicy};
 
-/// What a step does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum StepKind {
-    /// A call to a language model, held to the budget.
-    Llm,
-    /// Code run in the sandbox.
-    Code,
-    /// A human decision.
-    Approval,
-    /// A snapshot of the execution's state.
-    Checkpoint,
-    /// A Rust function the embedding program registered.
-    Tool,
-}
-
-impl StepKind {
-    /// The kinds, as written in YAML.
-    pub const NAMES: [&'static str; 5] = ["llm", "code", "approval", "checkpoint", "tool"];
-
-    /// As written in YAML.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StepKind::Llm => "llm",
-            StepKind::Code => "code",
-            StepKind::Approval => "approval",
-            StepKind::Checkpoint => "checkpoint",
-            StepKind::Tool => "tool",
-        }
-    }
-}
-
-impl FromStr for StepKind {
-    type Err = ();
-    fn from_str(s: &str) -> std::result::Result<Self, ()> {
-        Ok(match s {
-            "llm" => StepKind::Llm,
-            "code" => StepKind::Code,
-            "approval" => StepKind::Approval,
-            "checkpoint" => StepKind::Checkpoint,
-            "tool" => StepKind::Tool,
-            _ => return Err(()),
-        })
-    }
-}
+/// What a step does (the shared vocabulary's type).
+pub use wflo_types::StepKind;
 
 /// How a failing step is retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -511,6 +467,9 @@ fn required_params(s: &StepDef) -> std::result::Result<(), String> {
         StepKind::Approval => need(&["message"]),
         StepKind::Tool => need(&["tool"]),
         StepKind::Checkpoint => Ok(()),
+        other => Err(format!(
+            "this build cannot run a `{other}` step; upgrade wflo"
+        )),
     }
 }
 

@@ -581,6 +581,7 @@ impl Engine {
             })),
             steps: Arc::new(std::sync::Mutex::new(HashMap::new())),
             lease: Arc::new(std::sync::OnceLock::new()),
+            pending_events: Default::default(),
         }
     }
 

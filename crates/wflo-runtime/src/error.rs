@@ -133,9 +133,6 @@ pub enum Error {
     /// The response cache.
     #[error(transparent)]
     Cache(#[from] wflo_cache::Error),
-    /// Events.
-    #[error(transparent)]
-    Bus(#[from] wflo_bus::Error),
 }
 
 /// `Result` with [`Error`].

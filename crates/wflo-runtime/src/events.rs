@@ -1,13 +1,12 @@
 //! Events written to the outbox in the same transaction as the change they describe.
 
 use serde_json::Value;
-use std::collections::BTreeMap;
 use uuid::Uuid;
-use wflo_bus::{
-    ApprovalPayload, AuditPayload, EventEnvelope, EventPayload, HEADER_EVENT_ID, HEADER_EVENT_TYPE,
-    SandboxPayload, StepStatusPayload, WorkflowStatusPayload,
-};
 use wflo_db::NewOutboxEvent;
+use wflo_types::{
+    ApprovalPayload, AuditPayload, EventEnvelope, EventPayload, SandboxPayload, StepStatusPayload,
+    WorkflowStatusPayload,
+};
 
 /// The `source` of the events the runtime writes.
 pub const SOURCE: &str = "wflo-runtime";
@@ -17,20 +16,7 @@ pub(crate) fn outbox(payload: EventPayload, execution: Uuid, workflow: &str) -> 
     let env = EventEnvelope::new(SOURCE, payload)
         .with_execution(execution)
         .with_workflow(workflow);
-    let headers = BTreeMap::from([
-        (HEADER_EVENT_ID.to_string(), env.event_id.to_string()),
-        (
-            HEADER_EVENT_TYPE.to_string(),
-            env.event_type.as_str().to_string(),
-        ),
-    ]);
-    NewOutboxEvent {
-        event_id: env.event_id,
-        topic: env.default_topic().to_string(),
-        key: env.key(),
-        payload: env.to_value().unwrap_or(Value::Null),
-        headers,
-    }
+    NewOutboxEvent::from_envelope(&env)
 }
 
 pub(crate) fn workflow_status(

@@ -292,15 +292,63 @@ async fn temporal(config: &Config) -> Check {
     })
     .await;
     match result {
-        Ok(_) => Check::Ok(format!(
-            "{target} reachable (namespace {}, task queue {}); `wflo run --engine temporal` runs \
-             there, executed by `wflo worker`",
-            config.temporal_namespace(),
-            config.temporal_task_queue()
-        )),
+        Ok(_) => workers(config, &target).await,
         Err(e) => Check::Fail(format!(
             "{e}; start it (`cargo xtask services up temporal`), fix TEMPORAL_ADDRESS, or unset \
              it to run on the in-process engine"
+        )),
+    }
+}
+
+/// Whether any worker polls the configured task queue (a decision needs none, a run's steps
+/// do).
+async fn workers(config: &Config, target: &str) -> Check {
+    let queue = config.temporal_task_queue();
+    let reached = format!(
+        "{target} reachable (namespace {}, task queue {queue})",
+        config.temporal_namespace()
+    );
+    let pollers = within("Temporal", async {
+        let temporal = config
+            .temporal_config()
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "TEMPORAL_ADDRESS is not set".to_string())?;
+        let client = wflo_core::temporal::TemporalClient::connect(temporal)
+            .await
+            .map_err(|e| e.to_string())?;
+        client.pollers().await.map_err(|e| e.to_string())
+    })
+    .await;
+    let now = std::time::SystemTime::now();
+    match pollers {
+        Ok(pollers) => {
+            let live: Vec<String> = pollers
+                .iter()
+                .filter_map(|p| {
+                    let age = p.last_access.and_then(|t| now.duration_since(t).ok());
+                    match age {
+                        Some(a) if a > super::POLLER_FRESH => None,
+                        Some(a) => Some(format!("{} (polled {}s ago)", p.identity, a.as_secs())),
+                        None => Some(p.identity.clone()),
+                    }
+                })
+                .collect();
+            if live.is_empty() {
+                Check::Warn(format!(
+                    "{reached}; no worker is polling task queue {queue}: runs on temporal wait \
+                     until one starts (`wflo worker` with the same TEMPORAL_* settings and \
+                     database)"
+                ))
+            } else {
+                Check::Ok(format!(
+                    "{reached}; {} worker(s) polling: {}",
+                    live.len(),
+                    live.join(", ")
+                ))
+            }
+        }
+        Err(e) => Check::Warn(format!(
+            "{reached}; cannot tell whether a worker polls task queue {queue}: {e}"
         )),
     }
 }

@@ -7,21 +7,8 @@ use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrde
 use serde_json::Value;
 use uuid::Uuid;
 
-text_enum!(
-    /// The state of an approval request.
-    ApprovalStatus {
-        /// Waiting for a decision.
-        Pending = "PENDING",
-        /// Approved.
-        Approved = "APPROVED",
-        /// Rejected.
-        Rejected = "REJECTED",
-        /// Timed out with the reject policy... or any expiry.
-        Expired = "EXPIRED",
-        /// Timed out and handed to another approver group.
-        Escalated = "ESCALATED",
-    }
-);
+/// The state of an approval request (the shared vocabulary's type).
+pub use wflo_types::ApprovalStatus;
 
 text_enum!(
     /// How risky the action awaiting approval is.

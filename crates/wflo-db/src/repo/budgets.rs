@@ -126,7 +126,7 @@ mod ent {
 use ent::{alert, budget as bg, reservation as rs, reservation_scope as rsc};
 
 mod batch;
-pub use batch::{AlertEventFn, BudgetOp, BudgetOpOutcome};
+pub use batch::{AlertEventFn, BudgetOp, BudgetOpOutcome, ChargeRecorded, CostEventFn};
 
 /// The one outcome of a batch of one.
 fn single(mut v: Vec<Result<BudgetOpOutcome>>) -> Result<BudgetOpOutcome> {
@@ -515,6 +515,7 @@ impl<E: crate::Executor> Budgets<'_, E> {
         let op = BudgetOp::Settle {
             settle,
             make_event: Box::new(make_event),
+            cost_event: None,
         };
         match single(self.apply(std::slice::from_ref(&op)).await?)? {
             BudgetOpOutcome::Settle(o) => Ok(*o),

@@ -68,6 +68,37 @@ pub struct NewOutboxEvent {
     pub headers: BTreeMap<String, String>,
 }
 
+impl NewOutboxEvent {
+    /// The outbox row of a typed event: its topic by type, keyed by its execution, with the
+    /// event id and type headers every Wflo message carries.
+    pub fn from_envelope(env: &wflo_types::EventEnvelope) -> NewOutboxEvent {
+        let headers = BTreeMap::from([
+            (
+                wflo_types::HEADER_EVENT_ID.to_string(),
+                env.event_id.to_string(),
+            ),
+            (
+                wflo_types::HEADER_EVENT_TYPE.to_string(),
+                env.event_type.as_str().to_string(),
+            ),
+        ]);
+        NewOutboxEvent {
+            event_id: env.event_id,
+            topic: env.default_topic().to_string(),
+            key: env.key(),
+            // The envelope is plain data (strings, numbers, JSON values): encoding cannot fail.
+            payload: env.to_value().unwrap_or(Value::Null),
+            headers,
+        }
+    }
+
+    /// With another partitioning key (an event about no execution, keyed by its scope).
+    pub fn keyed(mut self, key: impl Into<String>) -> NewOutboxEvent {
+        self.key = Some(key.into());
+        self
+    }
+}
+
 repository!(
     /// The transactional outbox: write events through the same [`crate::Tx`] as the state
     /// change they describe.

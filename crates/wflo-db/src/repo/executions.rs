@@ -13,52 +13,8 @@ use serde_json::Value;
 use std::time::Duration;
 use uuid::Uuid;
 
-text_enum!(
-    /// Where an execution is in its life.
-    ExecutionStatus {
-        /// Created, not started.
-        Pending = "PENDING",
-        /// Running steps.
-        Running = "RUNNING",
-        /// Blocked on a human decision.
-        WaitingApproval = "WAITING_APPROVAL",
-        /// Finished successfully (final).
-        Completed = "COMPLETED",
-        /// Stopped by an error; may be resumed.
-        Failed = "FAILED",
-        /// Cancelled (final).
-        Cancelled = "CANCELLED",
-    }
-);
-
-impl ExecutionStatus {
-    /// The statuses from which `self` may be entered.
-    pub fn allowed_from(self) -> &'static [ExecutionStatus] {
-        use ExecutionStatus::*;
-        match self {
-            Pending => &[],
-            // Resuming after a crash re-enters RUNNING; a failed run may be resumed.
-            Running => &[Pending, Running, WaitingApproval, Failed],
-            WaitingApproval => &[Running],
-            Completed => &[Running],
-            Failed => &[Pending, Running, WaitingApproval],
-            Cancelled => &[Pending, Running, WaitingApproval, Failed],
-        }
-    }
-
-    /// Whether no further transition is possible.
-    pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            ExecutionStatus::Completed | ExecutionStatus::Cancelled
-        )
-    }
-
-    /// Whether the execution has stopped (final, or failed).
-    pub fn is_terminal(self) -> bool {
-        self.is_final() || self == ExecutionStatus::Failed
-    }
-}
+/// Where an execution is in its life (the shared vocabulary's type).
+pub use wflo_types::ExecutionStatus;
 
 text_enum!(
     /// The engine that drives an execution. Decisions and signals go through it: an approval of

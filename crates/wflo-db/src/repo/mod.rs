@@ -15,9 +15,9 @@ pub use approvals::{
     Approval, ApprovalDecision, ApprovalStatus, Approvals, NewApproval, RiskLevel, TimeoutPolicy,
 };
 pub use budgets::{
-    AlertEventFn, Budget, BudgetAlert, BudgetKey, BudgetOp, BudgetOpOutcome, Budgets, NewBudget,
-    NewReservation, Reservation, ReservationStatus, ReserveOutcome, Settle, Settlement,
-    ThresholdCrossed,
+    AlertEventFn, Budget, BudgetAlert, BudgetKey, BudgetOp, BudgetOpOutcome, Budgets,
+    ChargeRecorded, CostEventFn, NewBudget, NewReservation, Reservation, ReservationStatus,
+    ReserveOutcome, Settle, Settlement, ThresholdCrossed,
 };
 pub use bus::{ConsumerOffsets, NewOutboxEvent, Outbox, OutboxEvent};
 pub use costs::{CostEntry, CostFilter, CostTotals, Costs, LedgerTokens, NewCostEntry};
@@ -104,8 +104,12 @@ macro_rules! text_enum {
 pub(crate) use text_enum;
 
 /// Parses a stored status; a value outside the CHECK list means a corrupted row.
-pub(crate) fn parse_stored<T: std::str::FromStr<Err = Error>>(s: &str) -> crate::Result<T> {
-    s.parse()
+pub(crate) fn parse_stored<T>(s: &str) -> crate::Result<T>
+where
+    T: std::str::FromStr,
+    T::Err: Into<Error>,
+{
+    s.parse().map_err(Into::into)
 }
 
 /// Maps a driver error with the entity it concerns.

@@ -1,4 +1,4 @@
-use super::{db_err, parse_stored, repository, text_enum};
+use super::{db_err, parse_stored, repository};
 use crate::entity::rollback as rb;
 use crate::{Error, Result};
 use chrono::{DateTime, Utc};
@@ -7,19 +7,8 @@ use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrde
 use serde_json::Value;
 use uuid::Uuid;
 
-text_enum!(
-    /// The state of a rollback.
-    RollbackStatus {
-        /// Recorded, not started.
-        Pending = "PENDING",
-        /// Restoring state and running compensations.
-        Running = "RUNNING",
-        /// Done.
-        Completed = "COMPLETED",
-        /// A compensation or the restore failed.
-        Failed = "FAILED",
-    }
-);
+/// The state of a rollback (the shared vocabulary's type).
+pub use wflo_types::RollbackStatus;
 
 /// A rollback of an execution to a snapshot.
 #[derive(Debug, Clone, PartialEq)]

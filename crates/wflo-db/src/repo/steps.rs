@@ -1,4 +1,4 @@
-use super::{db_err, parse_stored, repository, text_enum};
+use super::{db_err, parse_stored, repository};
 use crate::entity::step;
 use crate::money::nanos_to_usd;
 use crate::repo::{NewOutboxEvent, Tokens};
@@ -13,41 +13,8 @@ use sea_orm::{
 use serde_json::Value;
 use uuid::Uuid;
 
-text_enum!(
-    /// Where a step is in its life.
-    StepStatus {
-        /// Recorded, not started.
-        Pending = "PENDING",
-        /// Running (an attempt is in progress).
-        Running = "RUNNING",
-        /// Done; its output is stored (final).
-        Completed = "COMPLETED",
-        /// The last attempt failed; may be retried.
-        Failed = "FAILED",
-        /// Not run (final).
-        Skipped = "SKIPPED",
-        /// Cancelled (final).
-        Cancelled = "CANCELLED",
-        /// Completed, then undone by a rollback; runs again when the execution continues.
-        RolledBack = "ROLLED_BACK",
-    }
-);
-
-impl StepStatus {
-    /// The statuses from which `self` may be entered.
-    pub fn allowed_from(self) -> &'static [StepStatus] {
-        use StepStatus::*;
-        match self {
-            Pending => &[],
-            Running => &[Pending, Running, Failed, RolledBack],
-            Completed => &[Running],
-            Failed => &[Pending, Running],
-            Skipped => &[Pending],
-            Cancelled => &[Pending, Running, Failed],
-            RolledBack => &[Completed],
-        }
-    }
-}
+/// Where a step is (the shared vocabulary's type).
+pub use wflo_types::StepStatus;
 
 /// One step of an execution.
 #[derive(Debug, Clone, PartialEq)]

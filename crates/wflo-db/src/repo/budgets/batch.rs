@@ -29,6 +29,22 @@ use std::collections::{HashMap, HashSet};
 /// Builds the outbox event of a threshold a settle crossed.
 pub type AlertEventFn<'a> = Box<dyn Fn(&ThresholdCrossed) -> NewOutboxEvent + Send + Sync + 'a>;
 
+/// Builds the outbox event of a settled charge (`cost.recorded`), written in the settle's own
+/// transaction: the charge and its event commit together or not at all.
+pub type CostEventFn<'a> = Box<dyn Fn(&ChargeRecorded<'_>) -> NewOutboxEvent + Send + Sync + 'a>;
+
+/// What a settle charged, as its cost event describes it.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct ChargeRecorded<'x> {
+    /// The ledger row written.
+    pub entry: &'x CostEntry,
+    /// The execution's total after the charge (none: the charge names no execution).
+    pub execution_total_usd: Option<Decimal>,
+    /// The reservation's budgets after the charge.
+    pub budgets: &'x [Budget],
+}
+
 /// One operation of a batch ([`Budgets::apply`]).
 #[non_exhaustive]
 pub enum BudgetOp<'a> {
@@ -40,6 +56,8 @@ pub enum BudgetOp<'a> {
         settle: Settle,
         /// The alert event of a crossed threshold.
         make_event: AlertEventFn<'a>,
+        /// The charge's own event, written with it (none: no event).
+        cost_event: Option<CostEventFn<'a>>,
     },
     /// [`Budgets::release`].
     Release(Uuid),
@@ -95,6 +113,7 @@ struct SettleParts<'o, 'a> {
     ledger: Option<NewCostEntry>,
     thresholds: &'o [u32],
     make_event: &'o AlertEventFn<'a>,
+    cost_event: Option<&'o CostEventFn<'a>>,
 }
 
 impl Close<'_, '_> {
@@ -165,7 +184,11 @@ impl<E: crate::Executor> Budgets<'_, E> {
                         });
                     }
                 },
-                BudgetOp::Settle { settle, make_event } => {
+                BudgetOp::Settle {
+                    settle,
+                    make_event,
+                    cost_event,
+                } => {
                     let actual = match usd_to_nanos(settle.actual_usd) {
                         Ok(a) => a,
                         Err(e) => {
@@ -196,6 +219,7 @@ impl<E: crate::Executor> Budgets<'_, E> {
                             ledger,
                             thresholds: &settle.thresholds,
                             make_event,
+                            cost_event: cost_event.as_ref(),
                         }),
                         expire: false,
                     });
@@ -610,6 +634,58 @@ impl<E: crate::Executor> Budgets<'_, E> {
         }
         let written = costs::record_many_on(&txn, &entries).await?;
         let mut ledger: HashMap<usize, CostEntry> = ledger_of.into_iter().zip(written).collect();
+        // Each charge's own event, in the same transaction; the executions' totals after the
+        // charges are read once for the whole batch.
+        let wants_event: Vec<usize> = closes
+            .iter()
+            .enumerate()
+            .filter(|(ci, c)| {
+                c.settle.as_ref().is_some_and(|s| s.cost_event.is_some()) && ledger.contains_key(ci)
+            })
+            .map(|(ci, _)| ci)
+            .collect();
+        if !wants_event.is_empty() {
+            let ids: Vec<Uuid> = wants_event
+                .iter()
+                .filter_map(|ci| ledger.get(ci).and_then(|e| e.execution_id))
+                .collect::<HashSet<_>>()
+                .into_iter()
+                .collect();
+            let totals: HashMap<Uuid, i64> = if ids.is_empty() {
+                HashMap::new()
+            } else {
+                crate::entity::execution::Entity::find()
+                    .select_only()
+                    .column(crate::entity::execution::Column::Id)
+                    .column(crate::entity::execution::Column::CostNanoUsd)
+                    .filter(crate::entity::execution::Column::Id.is_in(ids))
+                    .into_tuple::<(Uuid, i64)>()
+                    .all(&txn)
+                    .await
+                    .map_err(db_err(ENTITY, "reading the executions' totals"))?
+                    .into_iter()
+                    .collect()
+            };
+            for ci in wants_event {
+                let (Some(s), Some(entry)) = (&closes[ci].settle, ledger.get(&ci)) else {
+                    continue;
+                };
+                let Some(make) = s.cost_event else { continue };
+                let budgets = settled
+                    .get(&ci)
+                    .map(|d| d.budgets.as_slice())
+                    .unwrap_or_default();
+                let event = make(&ChargeRecorded {
+                    entry,
+                    execution_total_usd: entry
+                        .execution_id
+                        .and_then(|e| totals.get(&e))
+                        .map(|n| nanos_to_usd(*n)),
+                    budgets,
+                });
+                enqueue(&txn, event).await?;
+            }
+        }
         // Threshold alerts: claimed once per (budget, threshold), across batches and processes.
         let mut alerts: HashMap<usize, Vec<ThresholdCrossed>> = HashMap::new();
         let mut markers = Vec::new();

@@ -1,0 +1,77 @@
+//! Wflo's shared vocabulary: the words two or more crates use, defined once.
+//!
+//! This is an inner crate of Wflo: its API may change in any release; programs use the
+//! re-exports of `wflo-core`, the one semver'd facade.
+//!
+//! * [`status`]: the status enums of executions, steps, approvals and rollbacks, with the
+//!   transitions each allows.
+//! * [`TokenUsage`]: what one LLM call used, in one shape from the provider to the ledger.
+//! * [`event`]: the event envelope every Wflo event travels in, and every typed payload.
+//! * [`step`]: step kinds and the typed outputs each kind stores.
+//! * [`Usd`]: money, an exact decimal amount of US dollars, never a float.
+//!
+//! It is a leaf: it depends on none of Wflo's crates and does no IO, so every crate may use it
+//! and a contract crosses layers as one of these types, not as JSON read by string key.
+
+pub mod event;
+pub mod status;
+pub mod step;
+mod usage;
+
+pub use event::{
+    AlertType, ApprovalPayload, AuditPayload, CostPayload, EventEnvelope, EventPayload, EventType,
+    SCHEMA_VERSION, SandboxPayload, StepStatusPayload, WorkflowStatusPayload,
+};
+pub use status::{ApprovalStatus, ExecutionStatus, RollbackStatus, StepStatus};
+pub use step::{
+    ApprovalOutput, CheckpointOutput, CodeOutput, LlmOutput, StepKind, StepOutput, ToolOutput,
+};
+pub use usage::TokenUsage;
+
+/// An exact amount of US dollars (never a float; stored as integer nano-USD).
+pub type Usd = rust_decimal::Decimal;
+
+/// Topic names: which stream each kind of event belongs on.
+pub mod topic {
+    /// Workflow status changes.
+    pub const WORKFLOWS: &str = "wflo.workflows";
+    /// Step status changes.
+    pub const STEPS: &str = "wflo.steps";
+    /// Costs and budget alerts.
+    pub const COSTS: &str = "wflo.costs";
+    /// Sandbox executions.
+    pub const SANDBOX: &str = "wflo.sandbox";
+    /// Approvals requested, decided, expired.
+    pub const APPROVALS: &str = "wflo.approvals";
+    /// The audit trail.
+    pub const AUDIT: &str = "wflo.audit";
+    /// Metrics and events of unknown type.
+    pub const METRICS: &str = "wflo.metrics";
+}
+
+/// Message header carrying the event id.
+pub const HEADER_EVENT_ID: &str = "wflo-event-id";
+/// Message header carrying the event type.
+pub const HEADER_EVENT_TYPE: &str = "wflo-event-type";
+
+/// What can go wrong reading the vocabulary.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An event or output whose JSON does not match its schema.
+    #[error("malformed event: {0}")]
+    Malformed(String),
+    /// A stored text that is not one of an enum's values.
+    #[error("`{value}` is not a valid {what}; expected one of {expected}")]
+    UnknownValue {
+        /// The enum.
+        what: &'static str,
+        /// The text read.
+        value: String,
+        /// Its values.
+        expected: String,
+    },
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
