@@ -328,6 +328,14 @@ fn deciding_a_temporal_run_needs_no_worker_and_the_run_goes_on_when_one_returns(
 
     // A worker returns: the run completes on the stored decision.
     let _worker = Guard(Some(spawn(&w, &["worker"])));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while run.0.as_mut().unwrap().try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the run did not continue within 120 s of a worker's return"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let out = output(run.take());
     assert_eq!(out.code, 0, "{out:?}");
     assert!(out.stdout.contains("status COMPLETED"), "{out:?}");

@@ -529,7 +529,10 @@ impl CostTracker {
     /// The writer's queue, starting the writers on the current runtime when none runs (first
     /// use, or the runtime that ran them has shut down).
     fn queue(&self) -> mpsc::Sender<Job> {
-        let mut slot = self.writer.lock().expect("not poisoned");
+        let mut slot = self
+            .writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(tx) = slot.as_ref().filter(|tx| !tx.is_closed()) {
             return tx.clone();
         }
@@ -576,14 +579,17 @@ impl CostTracker {
         if let Some(n) = self
             .workflow_names
             .lock()
-            .expect("not poisoned")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(&execution)
         {
             return Ok(n.clone());
         }
         let exec = self.db.executions().get(execution).await?;
         let name = self.db.definitions().get(exec.workflow_id).await?.name;
-        let mut cache = self.workflow_names.lock().expect("not poisoned");
+        let mut cache = self
+            .workflow_names
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if cache.len() > 10_000 {
             cache.clear();
         }

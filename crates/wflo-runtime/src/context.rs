@@ -211,29 +211,45 @@ impl Ctx {
 
     /// The run's inputs.
     pub fn inputs(&self) -> Value {
-        self.state.lock().expect("state").inputs.clone()
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .inputs
+            .clone()
     }
 
     /// A variable (restored by checkpoints and rollbacks).
     pub fn var(&self, name: &str) -> Option<Value> {
-        self.state.lock().expect("state").vars.get(name).cloned()
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .vars
+            .get(name)
+            .cloned()
     }
 
     /// Sets a variable; the next checkpoint saves it.
     pub fn set_var(&self, name: &str, value: Value) {
         self.state
             .lock()
-            .expect("state")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .vars
             .insert(name.to_string(), value);
     }
 
     pub(crate) fn outputs(&self) -> Map<String, Value> {
-        self.state.lock().expect("state").outputs.clone()
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .outputs
+            .clone()
     }
 
     fn template_context(&self) -> Value {
-        let st = self.state.lock().expect("state");
+        let st = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let steps: Map<String, Value> = st
             .outputs
             .iter()
@@ -345,14 +361,18 @@ impl Ctx {
     fn remember(&self, step: &wflo_db::Step) {
         self.steps
             .lock()
-            .expect("steps")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(step.step_key.clone(), step.clone());
     }
 
     /// The recorded step with this key: from the rows loaded when the run started (and kept up
     /// to date by it), without a query.
     fn known_step(&self, key: &str) -> Option<wflo_db::Step> {
-        self.steps.lock().expect("steps").get(key).cloned()
+        self.steps
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(key)
+            .cloned()
     }
 
     /// Runs one durable step: a completed step returns its stored output without running
@@ -384,7 +404,7 @@ impl Ctx {
                 let out = s.outputs.clone().unwrap_or(Value::Null);
                 self.state
                     .lock()
-                    .expect("state")
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .outputs
                     .insert(key.to_string(), out.clone());
                 if let Some(o) = &self.observer {
@@ -446,7 +466,7 @@ impl Ctx {
                         .await?;
                     self.state
                         .lock()
-                        .expect("state")
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
                         .outputs
                         .insert(key.to_string(), out.clone());
                     if let Some(o) = &self.observer {
@@ -779,7 +799,10 @@ impl Ctx {
                     let key = key.to_string();
                     async move {
                         let state = {
-                            let st = this.state.lock().expect("state");
+                            let st = this
+                                .state
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner);
                             json!({"outputs": st.outputs, "vars": st.vars, "inputs": st.inputs})
                         };
                         let snap = this
@@ -1103,8 +1126,14 @@ impl Ctx {
     /// Puts the outputs of the completed steps this context knows into its state (a context
     /// that runs one step of an execution, not the whole run, needs them for its templates).
     pub(crate) fn load_completed_outputs(&self) {
-        let steps = self.steps.lock().expect("steps");
-        let mut st = self.state.lock().expect("state");
+        let steps = self
+            .steps
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut st = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for (key, step) in steps.iter() {
             if step.status == StepStatus::Completed {
                 st.outputs
@@ -1117,7 +1146,7 @@ impl Ctx {
     pub(crate) fn known_completed(&self, key: &str) -> Option<wflo_db::Step> {
         self.steps
             .lock()
-            .expect("steps")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(key)
             .filter(|s| s.status == StepStatus::Completed)
             .cloned()

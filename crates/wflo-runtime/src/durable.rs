@@ -87,14 +87,18 @@ impl Engine {
             .inner
             .definitions
             .lock()
-            .expect("not poisoned")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(&id)
         {
             return Ok(def.clone());
         }
         let stored = self.db().definitions().get(id).await?;
         let def = Arc::new(WorkflowDef::from_json(&stored.definition)?);
-        let mut cache = self.inner.definitions.lock().expect("not poisoned");
+        let mut cache = self
+            .inner
+            .definitions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if cache.len() >= 1_000 {
             cache.clear();
         }

@@ -544,10 +544,15 @@ impl Engine {
             .collect();
         let ctx = self.bare_context(&exec, name, options);
         {
-            let mut st = ctx.state.lock().expect("state");
+            let mut st = ctx
+                .state
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             st.vars = vars.as_object().cloned().unwrap_or_default();
         }
-        *ctx.steps.lock().expect("steps") = steps;
+        *ctx.steps
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = steps;
         Ok(ctx)
     }
 

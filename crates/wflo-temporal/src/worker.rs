@@ -286,6 +286,15 @@ impl WorkerHandle {
         self.finish(Stop::Kill).await
     }
 
+    /// Waits until the worker ends by itself (it was not asked to): an error it returned, or
+    /// a panic of the SDK's processing thread, as [`Error::Worker`]. Cancel-safe.
+    pub async fn ended(&mut self) -> Result<()> {
+        while self.thread.as_ref().is_some_and(|t| !t.is_finished()) {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        self.finish(Stop::Kill).await
+    }
+
     async fn finish(&mut self, how: Stop) -> Result<()> {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(how);

@@ -1,7 +1,7 @@
 //! Wflo's shared vocabulary: the words two or more crates use, defined once.
 //!
-//! This is an inner crate of Wflo: its API may change in any release; programs use the
-//! re-exports of `wflo-core`, the one semver'd facade.
+//! Inner crate of Wflo: its API may change in any release. Use it through `wflo-core`, the one
+//! public, semver'd facade.
 //!
 //! * [`status`]: the status enums of executions, steps, approvals and rollbacks, with the
 //!   transitions each allows.

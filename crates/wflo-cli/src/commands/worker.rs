@@ -44,11 +44,35 @@ pub(crate) async fn worker() -> anyhow::Result<u8> {
         temporal.namespace(),
         temporal.address()
     );
-    TemporalWorker::builder(temporal)
-        .engine(wflo.engine().clone())
-        .sandbox(sandbox)
-        .run_until(shutdown_signal())
-        .await?;
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    // The worker runs on a thread of its own; when it ends by itself (the SDK's processing
+    // thread can panic on an unexpected history and take the worker down), it is started
+    // again: the runs it held continue from their history.
+    loop {
+        let mut handle = TemporalWorker::builder(temporal.clone())
+            .engine(wflo.engine().clone())
+            .sandbox(sandbox.clone())
+            .spawn()
+            .await?;
+        tokio::select! {
+            () = &mut shutdown => {
+                handle.shutdown().await?;
+                break;
+            }
+            r = handle.ended() => {
+                let why = match r {
+                    Ok(()) => "it stopped".to_string(),
+                    Err(e) => e.to_string(),
+                };
+                eprintln!("the temporal worker ended unexpectedly ({why}); starting it again in 1 s");
+                tokio::select! {
+                    () = &mut shutdown => break,
+                    () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
     wflo.shutdown().await;
     eprintln!("worker stopped");
     Ok(0)
