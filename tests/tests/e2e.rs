@@ -50,7 +50,10 @@ async fn calls(server: &MockServer) -> usize {
 }
 
 fn config(db_url: &str, llm: Option<&MockServer>) -> Config {
-    let mut b = Config::builder().database_url(db_url);
+    // A short driver's lease, so a killed process's run can be taken over within seconds.
+    let mut b = Config::builder()
+        .database_url(db_url)
+        .lease_ttl(Duration::from_secs(2));
     if let Some(server) = llm {
         b = b.llm(LlmSettings {
             provider: Some("openai".into()),
@@ -256,6 +259,7 @@ async fn child_entry() {
             let server_uri = std::env::var("WFLO_E2E_LLM").unwrap();
             let cfg = Config::builder()
                 .database_url(db)
+                .lease_ttl(Duration::from_secs(2))
                 .llm(LlmSettings {
                     provider: Some("openai".into()),
                     openai_api_key: Some("sk-e2e-test".into()),
@@ -344,6 +348,12 @@ async fn a_process_killed_after_step_two_resumes_at_step_three(
         t.executions().get(id).await.unwrap().status,
         ExecutionStatus::Running
     );
+    // The dead child's lease still holds the run until it expires: one driver at a time.
+    match parent.engine().resume(id, RunOptions::default()).await {
+        Err(RuntimeError::Db(wflo_core::db::Error::Leased { .. })) => {}
+        other => panic!("a resume while the lease holds is refused: {other:?}"),
+    }
+    tokio::time::sleep(Duration::from_millis(2100)).await;
 
     let out = parent
         .engine()
@@ -548,6 +558,8 @@ async fn a_stale_approval_is_refused(
     let pending = wait_for_pending(&t, id).await;
     first.abort();
     let _ = first.await;
+    // As Ctrl-C does: the abandoned run gives its lease (and reservations) up.
+    w.engine().interrupt(id).await.unwrap();
     w.engine()
         .decide(pending.id, true, "bob", None)
         .await
