@@ -9,9 +9,8 @@
 
 mod common;
 
-use common::{Run, World};
+use common::{Guard, World, output, spawn, temporal_address};
 use std::collections::HashMap;
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 const ROUNDS: usize = 50;
@@ -31,12 +30,6 @@ steps:
     depends_on: [gate]
 "#;
 
-fn temporal_address() -> String {
-    std::env::var("WFLO_TEST_TEMPORAL_ADDRESS").expect(
-        "WFLO_TEST_TEMPORAL_ADDRESS is not set; run `cargo xtask itest wflo-cli` (it starts the temporal dev server)",
-    )
-}
-
 /// A world on its own task queue of the dev server.
 fn temporal_world() -> World {
     World::new()
@@ -45,41 +38,6 @@ fn temporal_world() -> World {
             "TEMPORAL_TASK_QUEUE",
             format!("once-{}", uuid::Uuid::now_v7().simple()),
         )
-}
-
-/// Kills a child on drop (a failed assertion must not leave processes behind).
-struct Guard(Option<Child>);
-
-impl Guard {
-    fn take(&mut self) -> Child {
-        self.0.take().expect("the child is still here")
-    }
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Some(c) = self.0.as_mut() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn output(child: Child) -> Run {
-    let o = child.wait_with_output().expect("the process ends");
-    Run {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
-}
-
-fn spawn(w: &World, args: &[&str]) -> Child {
-    w.command(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("wflo starts")
 }
 
 /// Pending approvals by execution id, once at least `n` are listed.

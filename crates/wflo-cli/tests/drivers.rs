@@ -7,9 +7,8 @@
 
 mod common;
 
-use common::{Run, World, chat_completion};
+use common::{Guard, World, chat_completion, output};
 use rust_decimal::Decimal;
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -41,46 +40,6 @@ steps:
     kind: checkpoint
     depends_on: [ask]
 "#;
-
-/// Kills a child on drop.
-struct Guard(Option<Child>);
-
-impl Guard {
-    fn take(&mut self) -> Child {
-        self.0.take().expect("the child is still here")
-    }
-    fn pid(&self) -> String {
-        self.0.as_ref().expect("running").id().to_string()
-    }
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Some(c) = self.0.as_mut() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn output(child: Child) -> Run {
-    let o = child.wait_with_output().expect("the process ends");
-    Run {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
-}
-
-fn spawn(w: &World, args: &[&str]) -> Guard {
-    Guard(Some(
-        w.command(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("wflo starts"),
-    ))
-}
 
 fn wait_for(what: &str, mut f: impl FnMut() -> Option<String>) -> String {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -147,7 +106,7 @@ async fn slow_provider() -> MockServer {
 fn a_second_driver_is_refused_while_the_first_runs() {
     let w = World::new();
     let file = w.file("gated.yaml", GATED);
-    let mut first = spawn(&w, &["run", &file]);
+    let mut first = Guard(Some(common::spawn(&w, &["run", &file])));
     let execution = wait_for("the run to wait", || execution_in(&w, "WAITING_APPROVAL"));
 
     let list = w.run(&["executions", "list"]);
@@ -200,7 +159,7 @@ async fn a_killed_driver_is_shown_without_driver_and_its_reservation_released_af
         .env("OPENAI_BASE_URL", format!("{}/v1", server.uri()))
         .env("WFLO_LEASE_TTL_SECS", "3");
     let file = w.file("paid.yaml", PAID);
-    let mut run = spawn(&w, &["run", &file]);
+    let mut run = Guard(Some(common::spawn(&w, &["run", &file])));
     let w2 = &w;
     let execution = tokio::task::block_in_place(|| {
         wait_for("the LLM call to be in flight", || {
@@ -266,7 +225,7 @@ async fn ctrl_c_releases_the_reservation_and_prints_the_resume_command() {
         .env("OPENAI_API_KEY", "sk-test")
         .env("OPENAI_BASE_URL", format!("{}/v1", server.uri()));
     let file = w.file("paid.yaml", PAID);
-    let mut run = spawn(&w, &["run", &file]);
+    let mut run = Guard(Some(common::spawn(&w, &["run", &file])));
     let w2 = &w;
     let execution = tokio::task::block_in_place(|| {
         wait_for("the LLM call to be in flight", || {

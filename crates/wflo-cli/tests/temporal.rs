@@ -4,15 +4,9 @@
 
 mod common;
 
-use common::World;
+use common::{World, temporal_address};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
-
-fn temporal_address() -> String {
-    std::env::var("WFLO_TEST_TEMPORAL_ADDRESS").expect(
-        "WFLO_TEST_TEMPORAL_ADDRESS is not set; run `cargo xtask itest wflo-cli` (it starts the temporal dev server)",
-    )
-}
 
 /// A world on its own task queue of the dev server.
 fn world() -> World {

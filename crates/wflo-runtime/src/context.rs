@@ -1163,7 +1163,7 @@ fn approval_call_from(
     let policy = &def.policies.approval;
     let parse_risk = |r: Option<String>| -> Result<RiskLevel> {
         r.map(|r| {
-            r.parse().map_err(|e: wflo_db::Error| Error::Definition {
+            r.parse().map_err(|e: wflo_types::Error| Error::Definition {
                 step: Some(step.id.clone()),
                 line: None,
                 message: e.to_string(),
@@ -1173,11 +1173,13 @@ fn approval_call_from(
         .map(|r| r.unwrap_or(RiskLevel::Medium))
     };
     let on_timeout = match s("on_timeout") {
-        Some(t) => t.parse().map_err(|e: wflo_db::Error| Error::Definition {
-            step: Some(step.id.clone()),
-            line: None,
-            message: e.to_string(),
-        })?,
+        Some(t) => t
+            .parse()
+            .map_err(|e: wflo_types::Error| Error::Definition {
+                step: Some(step.id.clone()),
+                line: None,
+                message: e.to_string(),
+            })?,
         None => policy.on_timeout,
     };
     let call = ApprovalCall {

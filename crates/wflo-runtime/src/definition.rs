@@ -701,14 +701,14 @@ fn parse_policies(v: Option<&Value>) -> std::result::Result<Policies, String> {
             ));
         }
         if let Some(Value::String(s)) = a.get("on_timeout") {
-            p.approval.on_timeout = s.parse().map_err(|e: wflo_db::Error| e.to_string())?;
+            p.approval.on_timeout = s.parse().map_err(|e: wflo_types::Error| e.to_string())?;
         }
         if let Some(Value::String(s)) = a.get("escalate_to") {
             p.approval.escalate_to = Some(s.clone());
         }
         if let Some(Value::String(s)) = a.get("auto_approve_max_risk") {
             p.approval.auto_approve_max_risk =
-                Some(s.parse().map_err(|e: wflo_db::Error| e.to_string())?);
+                Some(s.parse().map_err(|e: wflo_types::Error| e.to_string())?);
         }
     }
     Ok(p)

@@ -13,6 +13,9 @@
 //! It is a leaf: it depends on none of Wflo's crates and does no IO, so every crate may use it
 //! and a contract crosses layers as one of these types, not as JSON read by string key.
 
+#[macro_use]
+mod macros;
+
 pub mod event;
 pub mod status;
 pub mod step;

@@ -1,51 +1,7 @@
 //! The statuses of executions, steps, approvals and rollbacks, with the transitions each
 //! allows. Stored and published as upper-case text (`WAITING_APPROVAL`); parsed in any case.
 
-macro_rules! vocab_enum {
-    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-        #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-        #[non_exhaustive]
-        pub enum $name {
-            $($(#[$vdoc])* $variant),+
-        }
-
-        impl $name {
-            /// Every value, in declaration order.
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-
-            /// The stored text.
-            pub fn as_str(self) -> &'static str {
-                match self {
-                    $($name::$variant => $text),+
-                }
-            }
-        }
-
-        impl std::fmt::Display for $name {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        impl std::str::FromStr for $name {
-            type Err = crate::Error;
-            fn from_str(s: &str) -> crate::Result<Self> {
-                match s.to_ascii_uppercase().as_str() {
-                    $($text => Ok($name::$variant),)+
-                    _ => Err(crate::Error::UnknownValue {
-                        what: stringify!($name),
-                        value: s.to_string(),
-                        expected: [$($text),+].join(", "),
-                    }),
-                }
-            }
-        }
-    };
-}
-
-vocab_enum!(
+crate::vocab_enum!(
     /// Where an execution is in its life.
     ExecutionStatus {
         /// Created, not started.
@@ -92,7 +48,7 @@ impl ExecutionStatus {
     }
 }
 
-vocab_enum!(
+crate::vocab_enum!(
     /// Where a step is.
     StepStatus {
         /// Recorded, not started.
@@ -128,7 +84,7 @@ impl StepStatus {
     }
 }
 
-vocab_enum!(
+crate::vocab_enum!(
     /// The state of an approval request.
     ApprovalStatus {
         /// Waiting for a decision.
@@ -156,7 +112,7 @@ impl ApprovalStatus {
     }
 }
 
-vocab_enum!(
+crate::vocab_enum!(
     /// The state of a rollback.
     RollbackStatus {
         /// Recorded, not started.

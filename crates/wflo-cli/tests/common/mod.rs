@@ -57,6 +57,50 @@ impl Run {
     }
 }
 
+/// Kills a child process on drop (a failed assertion must not leave processes behind).
+pub struct Guard(pub Option<std::process::Child>);
+
+impl Guard {
+    /// Takes the child out (to wait for it).
+    pub fn take(&mut self) -> std::process::Child {
+        self.0.take().expect("the child is still here")
+    }
+    /// Its process id.
+    pub fn pid(&self) -> String {
+        self.0.as_ref().expect("running").id().to_string()
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Waits for a child started with piped output and collects what it did.
+pub fn output(child: std::process::Child) -> Run {
+    Run::from(child.wait_with_output().expect("the process ends"))
+}
+
+/// Starts `wflo ARGS` in `w` with its output piped.
+pub fn spawn(w: &World, args: &[&str]) -> std::process::Child {
+    w.command(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("wflo starts")
+}
+
+/// The Temporal dev server `cargo xtask itest` started.
+pub fn temporal_address() -> String {
+    std::env::var("WFLO_TEST_TEMPORAL_ADDRESS").expect(
+        "WFLO_TEST_TEMPORAL_ADDRESS is not set; run `cargo xtask itest wflo-cli` (it starts the temporal dev server)",
+    )
+}
+
 /// Runs a command on a blocking thread (when a fake server lives on the test's runtime).
 pub async fn run_blocking(mut cmd: Command) -> Run {
     tokio::task::spawn_blocking(move || Run::from(cmd.output().expect("wflo runs")))

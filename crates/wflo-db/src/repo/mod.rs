@@ -55,51 +55,10 @@ macro_rules! repository {
 }
 pub(crate) use repository;
 
-/// Declares a status enum stored as upper-case text, with `as_str`, `Display` and `FromStr`.
+/// Declares an enum stored as upper-case text (the shared vocabulary's macro: `FromStr` fails
+/// with `wflo_types::Error`, which converts into [`Error::Invalid`]).
 macro_rules! text_enum {
-    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-        #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-        #[non_exhaustive]
-        pub enum $name {
-            $($(#[$vdoc])* $variant),+
-        }
-
-        impl $name {
-            /// Every value, in declaration order.
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-
-            /// The stored text.
-            pub fn as_str(self) -> &'static str {
-                match self {
-                    $($name::$variant => $text),+
-                }
-            }
-        }
-
-        impl std::fmt::Display for $name {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        impl std::str::FromStr for $name {
-            type Err = crate::Error;
-            fn from_str(s: &str) -> crate::Result<Self> {
-                match s.to_ascii_uppercase().as_str() {
-                    $($text => Ok($name::$variant),)+
-                    _ => Err(crate::Error::Invalid {
-                        entity: stringify!($name),
-                        detail: format!(
-                            "`{s}` is not one of {}",
-                            [$($text),+].join(", ")
-                        ),
-                    }),
-                }
-            }
-        }
-    };
+    ($($t:tt)*) => { wflo_types::vocab_enum!($($t)*); };
 }
 pub(crate) use text_enum;
 
