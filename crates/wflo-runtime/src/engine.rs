@@ -564,11 +564,7 @@ impl Engine {
         name: &str,
         options: &RunOptions,
     ) -> Ctx {
-        let budget = exec
-            .inputs
-            .get("budget_usd")
-            .and_then(|v| serde_json::from_value::<Option<Decimal>>(v.clone()).ok())
-            .flatten();
+        let budget = exec.budget_usd();
         let inputs = exec.inputs.get("inputs").cloned().unwrap_or(json!({}));
         let mut scopes = vec![Scope::Execution(exec.id)];
         scopes.extend(options.scopes.iter().cloned());

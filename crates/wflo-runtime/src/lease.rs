@@ -27,10 +27,6 @@ pub(crate) struct Held {
 impl Held {
     /// The lease as last renewed.
     pub(crate) fn current(&self) -> Lease {
-        self.lease()
-    }
-
-    fn lease(&self) -> Lease {
         match self.lease.lock() {
             Ok(l) => l.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
@@ -46,7 +42,7 @@ impl Held {
         if self.lost.load(Ordering::Acquire) || Instant::now() >= until {
             return Err(Error::Db(wflo_db::Error::LeaseLost {
                 id: self.execution.to_string(),
-                holder: self.lease().holder,
+                holder: self.current().holder,
             }));
         }
         Ok(())
@@ -93,7 +89,7 @@ impl Driving {
     /// Stops renewing and gives the lease up: another driver may take the execution at once.
     pub(crate) async fn release(self, db: &Db) -> Result<()> {
         self.renewal.abort();
-        let lease = self.held.lease();
+        let lease = self.held.current();
         db.executions()
             .release_lease(self.held.execution, &lease)
             .await?;
@@ -106,7 +102,7 @@ async fn renew(db: Db, held: Arc<Held>, ttl: Duration) {
     loop {
         tokio::time::sleep(every).await;
         let started = Instant::now();
-        let lease = held.lease();
+        let lease = held.current();
         match db
             .executions()
             .renew_lease(held.execution, &lease, ttl)

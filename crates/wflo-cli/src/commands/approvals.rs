@@ -80,13 +80,7 @@ pub(crate) async fn decide(
             pollers,
         } => {
             println!("signalled temporal workflow {workflow_id}");
-            let now = std::time::SystemTime::now();
-            let live = pollers.iter().any(|p| {
-                p.last_access
-                    .and_then(|t| now.duration_since(t).ok())
-                    .is_none_or(|age| age <= crate::commands::POLLER_FRESH)
-            });
-            if !live {
+            if super::live_pollers(pollers).is_empty() {
                 println!(
                     "no worker is polling task queue {task_queue}: the decision is recorded and \
                      waits in the workflow's history; the run continues when a worker starts \

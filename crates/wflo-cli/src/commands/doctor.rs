@@ -319,18 +319,13 @@ async fn workers(config: &Config, target: &str) -> Check {
         client.pollers().await.map_err(|e| e.to_string())
     })
     .await;
-    let now = std::time::SystemTime::now();
     match pollers {
         Ok(pollers) => {
-            let live: Vec<String> = pollers
-                .iter()
-                .filter_map(|p| {
-                    let age = p.last_access.and_then(|t| now.duration_since(t).ok());
-                    match age {
-                        Some(a) if a > super::POLLER_FRESH => None,
-                        Some(a) => Some(format!("{} (polled {}s ago)", p.identity, a.as_secs())),
-                        None => Some(p.identity.clone()),
-                    }
+            let live: Vec<String> = super::live_pollers(&pollers)
+                .into_iter()
+                .map(|(p, age)| match age {
+                    Some(a) => format!("{} (polled {}s ago)", p.identity, a.as_secs()),
+                    None => p.identity.clone(),
                 })
                 .collect();
             if live.is_empty() {

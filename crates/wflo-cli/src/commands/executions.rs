@@ -1,7 +1,6 @@
 //! `wflo executions list|show`.
 
 use crate::format::{Table, maybe_time, percent, short, time, usd};
-use rust_decimal::Decimal;
 use std::collections::HashMap;
 use std::str::FromStr;
 use uuid::Uuid;
@@ -93,11 +92,7 @@ pub(crate) async fn show(id: Uuid) -> anyhow::Result<u8> {
     let db = wflo.db();
     let e = db.executions().get(id).await?;
     let def = db.definitions().get(e.workflow_id).await?;
-    let budget = e
-        .inputs
-        .get("budget_usd")
-        .and_then(|v| serde_json::from_value::<Option<Decimal>>(v.clone()).ok())
-        .flatten();
+    let budget = e.budget_usd();
     println!("execution {}", e.id);
     println!("workflow  {} v{}", def.name, def.version);
     println!("status    {}", e.status);

@@ -104,3 +104,16 @@ pub(crate) fn recorder(
 /// A Temporal worker long-polls its task queue and asks again at least every minute (the
 /// server's long-poll timeout); a poller last seen longer ago than this has stopped.
 pub(crate) const POLLER_FRESH: std::time::Duration = std::time::Duration::from_secs(75);
+
+/// The pollers seen within [`POLLER_FRESH`], with how long ago each last polled (none: the
+/// server gave no time).
+pub(crate) fn live_pollers(
+    pollers: &[wflo_core::temporal::Poller],
+) -> Vec<(&wflo_core::temporal::Poller, Option<std::time::Duration>)> {
+    let now = std::time::SystemTime::now();
+    pollers
+        .iter()
+        .map(|p| (p, p.last_access.and_then(|t| now.duration_since(t).ok())))
+        .filter(|(_, age)| age.is_none_or(|a| a <= POLLER_FRESH))
+        .collect()
+}

@@ -266,11 +266,7 @@ async fn run_on_temporal(args: RunArgs, config: wflo_core::Config) -> anyhow::Re
 
 async fn stored_budget(wflo: &Wflo, id: Uuid) -> anyhow::Result<Option<Decimal>> {
     let exec = wflo.db().executions().get(id).await?;
-    Ok(exec
-        .inputs
-        .get("budget_usd")
-        .and_then(|v| serde_json::from_value::<Option<Decimal>>(v.clone()).ok())
-        .flatten())
+    Ok(exec.budget_usd())
 }
 
 async fn workflow_name(wflo: &Wflo, id: Uuid) -> anyhow::Result<String> {
