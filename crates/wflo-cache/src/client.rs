@@ -1,6 +1,6 @@
 //! The Redis connection pool: connect, health check, namespaced key-value calls, scripts.
 
-use crate::config::{RedisConfig, redact};
+use crate::config::RedisConfig;
 use crate::{Error, Result};
 use fred::prelude::{
     Builder, ClientLike, Config as FredConfig, Error as FredError, ErrorKind, Expiration,
@@ -10,6 +10,7 @@ use fred::types::scripts::Script;
 use fred::types::{FromValue, MultipleKeys, MultipleValues};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use wflo_types::redact_url;
 
 /// A pool of connections to one Redis server. Cheap to clone. Every key it touches is put under
 /// the configured key prefix. It reconnects by itself (exponential backoff) after the server
@@ -49,7 +50,7 @@ impl RedisClient {
     /// Connects every pooled connection; fails with [`Error::Unreachable`] when the server
     /// cannot be reached and [`Error::Auth`] when it refuses the credentials.
     pub async fn connect(config: &RedisConfig) -> Result<RedisClient> {
-        let url = redact(&config.url);
+        let url = redact_url(&config.url);
         let mut fred_config = FredConfig::from_url(&config.url).map_err(|e| Error::InvalidUrl {
             url: url.clone(),
             reason: e.details().to_string(),

@@ -2,21 +2,7 @@
 
 use crate::{Error, Result};
 use std::time::Duration;
-
-/// Replaces the password of a URL with `***` (for messages and logs).
-pub fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
-        }
-        Ok(_) => url.to_string(),
-        Err(_) => match url.rsplit_once('@') {
-            Some((_, host)) => format!("***@{host}"),
-            None => url.to_string(),
-        },
-    }
-}
+use wflo_types::redact_url;
 
 /// Checks a name used inside Redis keys: 1-200 characters among `a-z A-Z 0-9 _ - . : /`
 /// (no glob characters, so a namespace can be scanned with `MATCH` safely).
@@ -54,7 +40,7 @@ pub struct RedisConfig {
 impl std::fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisConfig")
-            .field("url", &redact(&self.url))
+            .field("url", &redact_url(&self.url))
             .field("pool_size", &self.pool_size)
             .field("connect_timeout", &self.connect_timeout)
             .field("command_timeout", &self.command_timeout)
@@ -89,7 +75,7 @@ impl RedisConfig {
 
     /// The URL with its password redacted.
     pub fn redacted_url(&self) -> String {
-        redact(&self.url)
+        redact_url(&self.url)
     }
 
     /// The prefix put in front of every key this crate writes.
@@ -171,7 +157,7 @@ impl RedisConfigBuilder {
     pub fn build(mut self) -> Result<RedisConfig> {
         let c = &mut self.config;
         let invalid = |reason: &str| Error::InvalidUrl {
-            url: redact(&c.url),
+            url: redact_url(&c.url),
             reason: reason.to_string(),
         };
         let parsed = url::Url::parse(&c.url).map_err(|e| invalid(&e.to_string()))?;

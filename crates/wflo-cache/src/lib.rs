@@ -33,13 +33,14 @@ pub use cache::{
     StoredEntry,
 };
 pub use client::{Health, RedisClient};
-pub use config::{RedisConfig, RedisConfigBuilder, redact};
+pub use config::{RedisConfig, RedisConfigBuilder};
 pub use error::{Error, Result};
 pub use lock::{
     DistributedLock, FencingToken, InProcessLocks, LockGuard, LockOptions, LockOptionsBuilder,
     LockService, RedisLocks,
 };
 pub use tokio_util::sync::CancellationToken;
+pub use wflo_types::redact_url as redact;
 
 #[cfg(test)]
 use crate as under_test;

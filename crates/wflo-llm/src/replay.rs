@@ -18,44 +18,12 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use tokio::io::AsyncWriteExt;
+use wflo_types::canonical_json;
 
 /// sha256 (hex) of the request's canonical JSON.
 pub fn request_hash(req: &ChatRequest) -> String {
     let v = serde_json::to_value(req).unwrap_or(Value::Null);
-    let mut s = String::new();
-    canonical(&v, &mut s);
-    hex::encode(Sha256::digest(s.as_bytes()))
-}
-
-/// Writes `v` as JSON with object keys sorted at every level and no whitespace.
-fn canonical(v: &Value, out: &mut String) {
-    match v {
-        Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(k.clone()).to_string());
-                out.push(':');
-                canonical(&m[k], out);
-            }
-            out.push('}');
-        }
-        Value::Array(a) => {
-            out.push('[');
-            for (i, x) in a.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                canonical(x, out);
-            }
-            out.push(']');
-        }
-        scalar => out.push_str(&scalar.to_string()),
-    }
+    hex::encode(Sha256::digest(canonical_json(&v).as_bytes()))
 }
 
 #[derive(Serialize, Deserialize)]
@@ -263,15 +231,6 @@ impl LlmProvider for ReplayProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn canonical_json_sorts_keys_at_every_level() {
-        let v: Value =
-            serde_json::from_str(r#"{"b":1,"a":{"d":[{"y":1,"x":2}],"c":"é\""}}"#).unwrap();
-        let mut s = String::new();
-        canonical(&v, &mut s);
-        assert_eq!(s, r#"{"a":{"c":"é\"","d":[{"x":2,"y":1}]},"b":1}"#);
-    }
 
     #[test]
     fn the_hash_depends_on_every_field_and_nothing_else() {

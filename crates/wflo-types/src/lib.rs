@@ -9,6 +9,9 @@
 //! * [`event`]: the event envelope every Wflo event travels in, and every typed payload.
 //! * [`step`]: step kinds and the typed outputs each kind stores.
 //! * [`Usd`]: money, an exact decimal amount of US dollars, never a float.
+//! * Two helpers several crates need byte for byte alike: [`canonical_json`] (the text that
+//!   cache keys and cassette hashes are computed from) and [`redact_url`] (a URL's password
+//!   out of messages and logs).
 //!
 //! It is a leaf: it depends on none of Wflo's crates and does no IO, so every crate may use it
 //! and a contract crosses layers as one of these types, not as JSON read by string key.
@@ -16,15 +19,19 @@
 #[macro_use]
 mod macros;
 
+mod canonical;
 pub mod event;
+mod redact;
 pub mod status;
 pub mod step;
 mod usage;
 
+pub use canonical::canonical_json;
 pub use event::{
     AlertType, ApprovalPayload, AuditPayload, CostPayload, EventEnvelope, EventPayload, EventType,
     SCHEMA_VERSION, SandboxPayload, StepStatusPayload, WorkflowStatusPayload,
 };
+pub use redact::redact_url;
 pub use status::{ApprovalStatus, ExecutionStatus, RollbackStatus, StepStatus};
 pub use step::{
     ApprovalOutput, CheckpointOutput, CodeOutput, LlmOutput, StepKind, StepOutput, ToolOutput,
