@@ -828,3 +828,103 @@ async fn the_closure_api_memoizes_llm_calls(
     assert_eq!(calls(&llm).await, 1, "the paid call was not repeated");
     assert_eq!(out.cost_usd, dec!(0.000021));
 }
+
+// ------------------------------------------------------------------ labels of a run
+
+const LABELLED: &str = r#"
+name: labelled
+steps:
+  - id: plan
+    kind: llm
+    model: gpt-4o-mini
+    prompt: "say hi"
+    max_tokens: 20
+  - id: save
+    kind: checkpoint
+    depends_on: [plan]
+  - id: gate
+    kind: approval
+    depends_on: [save]
+    message: "go?"
+    risk: low
+    action: "say hi"
+policies:
+  approval: {auto_approve_max_risk: low}
+"#;
+
+#[rstest]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedders_trace_and_correlation_ids_label_the_run_and_every_event(
+    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
+) {
+    let t = TestDb::new(backend).await;
+    let llm = fake_llm("hi").await;
+    let w = wflo(&t, Some(&llm)).await;
+    let def = WorkflowDef::from_yaml(LABELLED).unwrap();
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let out = w
+        .engine()
+        .run(
+            &def,
+            RunOptions {
+                budget_usd: Some(dec!(0.10)),
+                trace_id: Some(trace.into()),
+                correlation_id: Some("ticket-1234".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.status, ExecutionStatus::Completed);
+    let exec = t.executions().get(out.execution_id).await.unwrap();
+    assert_eq!(exec.workflow_name, "labelled");
+    assert_eq!(exec.budget_usd, Some(dec!(0.10)));
+    assert_eq!(exec.trace_id.as_deref(), Some(trace));
+    assert_eq!(exec.correlation_id.as_deref(), Some("ticket-1234"));
+    assert_eq!(exec.inputs, json!({}), "inputs hold the inputs alone");
+
+    let events = t.outbox().unpublished(1000).await.unwrap();
+    let mut types = std::collections::BTreeSet::new();
+    for e in &events {
+        let ty = e.payload["event_type"].as_str().unwrap_or("").to_string();
+        assert_eq!(e.payload["trace_id"], json!(trace), "{ty}: {}", e.payload);
+        assert_eq!(e.payload["correlation_id"], json!("ticket-1234"), "{ty}");
+        assert_eq!(e.payload["workflow_id"], json!("labelled"), "{ty}");
+        types.insert(ty);
+    }
+    for ty in [
+        "workflow.status",
+        "step.status",
+        "cost.recorded",
+        "approval.requested",
+        "approval.decided",
+    ] {
+        assert!(types.contains(ty), "no {ty} event in {types:?}");
+    }
+    // The ledger row is labelled with the run's workflow.
+    let ledger = t
+        .costs()
+        .list_for_execution(out.execution_id)
+        .await
+        .unwrap();
+    assert_eq!(ledger.len(), 1);
+    assert_eq!(ledger[0].workflow_name.as_deref(), Some("labelled"));
+    assert_eq!(ledger[0].cost_usd, dec!(0.000021));
+
+    // A label the schema cannot hold is refused before anything is stored.
+    let before = t.executions().recent(100).await.unwrap().len();
+    let err = w
+        .engine()
+        .run(
+            &def,
+            RunOptions {
+                correlation_id: Some(String::new()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("correlation id"), "{err}");
+    assert_eq!(t.executions().recent(100).await.unwrap().len(), before);
+    w.shutdown().await;
+}

@@ -59,6 +59,7 @@ async fn ours(t: &TestDb, tag: &str, max_batch: usize) -> f64 {
                             scopes: vec![scope.clone()],
                             amount_usd: Decimal::new(2, 3),
                             execution_id: None,
+                            labels: None,
                         })
                         .await
                         .unwrap();

@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 use wflo_db::{Db, Executor};
+use wflo_types::RunLabels;
 
 /// Topic of cost events.
 pub const COSTS_TOPIC: &str = wflo_types::topic::COSTS;
@@ -272,6 +273,9 @@ pub struct BudgetReservation {
     pub amount_usd: Decimal,
     /// The execution of the call.
     pub execution_id: Option<Uuid>,
+    /// The labels of that execution's run, as the request gave them (the settle's ledger row
+    /// and events take them from here; `None`: the workflow name is read from the execution).
+    pub labels: Option<RunLabels>,
     /// When the sweeper may free it.
     pub expires_at: DateTime<Utc>,
     /// `false` when this request id had been reserved before (nothing changed this time).
@@ -281,12 +285,18 @@ pub struct BudgetReservation {
 }
 
 impl BudgetReservation {
-    fn from_db(r: wflo_db::Reservation, created: bool, budgets: Vec<BudgetState>) -> Self {
+    fn from_db(
+        r: wflo_db::Reservation,
+        labels: Option<RunLabels>,
+        created: bool,
+        budgets: Vec<BudgetState>,
+    ) -> Self {
         BudgetReservation {
             id: r.id,
             request_id: r.request_id,
             amount_usd: r.amount_usd,
             execution_id: r.execution_id,
+            labels,
             expires_at: r.expires_at,
             created,
             budgets,
@@ -305,6 +315,9 @@ pub struct ReserveRequest {
     pub amount_usd: Decimal,
     /// The execution of the call.
     pub execution_id: Option<Uuid>,
+    /// The labels of that execution's run (workflow name, trace and correlation ids) when the
+    /// caller knows them: settling then reads nothing back to label the ledger row and events.
+    pub labels: Option<RunLabels>,
 }
 
 /// A threshold alert written by a settle.
@@ -584,8 +597,7 @@ impl CostTracker {
         {
             return Ok(n.clone());
         }
-        let exec = self.db.executions().get(execution).await?;
-        let name = self.db.definitions().get(exec.workflow_id).await?.name;
+        let name = self.db.executions().get(execution).await?.workflow_name;
         let mut cache = self
             .workflow_names
             .lock()
@@ -798,12 +810,16 @@ impl CostTracker {
                 budgets,
             } => Ok(BudgetReservation::from_db(
                 reservation,
+                request.labels.clone(),
                 true,
                 budgets.into_iter().map(Into::into).collect(),
             )),
-            wflo_db::ReserveOutcome::Existing(r) => {
-                Ok(BudgetReservation::from_db(r, false, Vec::new()))
-            }
+            wflo_db::ReserveOutcome::Existing(r) => Ok(BudgetReservation::from_db(
+                r,
+                request.labels.clone(),
+                false,
+                Vec::new(),
+            )),
             wflo_db::ReserveOutcome::Refused {
                 budget,
                 requested_usd,
@@ -838,10 +854,12 @@ impl CostTracker {
         usage: &TokenUsage,
     ) -> Result<Settled> {
         let cost = self.catalog.cost(usage)?;
-        let workflow = match reservation.execution_id {
-            Some(e) => Some(self.workflow_name(e).await?),
-            None => None,
+        let labels = match (&reservation.labels, reservation.execution_id) {
+            (Some(labels), _) => Some(labels.clone()),
+            (None, Some(e)) => Some(RunLabels::workflow(self.workflow_name(e).await?)),
+            (None, None) => None,
         };
+        let workflow = labels.as_ref().map(|l| l.workflow.clone());
         let ledger = wflo_db::NewCostEntry {
             execution_id: reservation.execution_id,
             step_id: step,
@@ -859,13 +877,20 @@ impl CostTracker {
             thresholds: self.config.thresholds.clone(),
         };
         let execution = reservation.execution_id;
-        let (event_usage, event_cost) = (usage.clone(), cost.clone());
-        let make_event: wflo_db::AlertEventFn<'static> =
-            Box::new(move |c| alert_event(c, execution, &event_usage, &event_cost));
+        let (event_usage, event_cost, alert_labels) = (usage.clone(), cost.clone(), labels.clone());
+        let make_event: wflo_db::AlertEventFn<'static> = Box::new(move |c| {
+            alert_event(
+                c,
+                execution,
+                alert_labels.as_ref(),
+                &event_usage,
+                &event_cost,
+            )
+        });
         // The charge's own event commits with it (never after, where a crash would lose it).
-        let (charge_usage, charge_workflow) = (usage.clone(), workflow.clone());
+        let charge_usage = usage.clone();
         let cost_event: wflo_db::CostEventFn<'static> =
-            Box::new(move |c| cost_event(c, &charge_usage, charge_workflow.as_deref()));
+            Box::new(move |c| cost_event(c, &charge_usage, labels.as_ref()));
         let op = wflo_db::BudgetOp::Settle {
             settle,
             make_event,
@@ -976,6 +1001,7 @@ fn closed_error(e: wflo_db::Error, id: Uuid) -> Error {
 fn alert_event(
     c: &wflo_db::ThresholdCrossed,
     execution: Option<Uuid>,
+    labels: Option<&RunLabels>,
     usage: &TokenUsage,
     cost: &CostBreakdown,
 ) -> wflo_db::NewOutboxEvent {
@@ -1006,6 +1032,9 @@ fn alert_event(
     if let Some(e) = execution {
         env = env.with_execution(e);
     }
+    if let Some(l) = labels {
+        env = env.with_labels(l);
+    }
     let event = wflo_db::NewOutboxEvent::from_envelope(&env);
     match execution {
         Some(_) => event,
@@ -1018,7 +1047,7 @@ fn alert_event(
 fn cost_event(
     c: &wflo_db::ChargeRecorded<'_>,
     usage: &TokenUsage,
-    workflow: Option<&str>,
+    labels: Option<&RunLabels>,
 ) -> wflo_db::NewOutboxEvent {
     let execution = c.entry.execution_id;
     let scope = execution.map(|e| Scope::Execution(e).key());
@@ -1048,8 +1077,8 @@ fn cost_event(
     if let Some(e) = execution {
         env = env.with_execution(e);
     }
-    if let Some(w) = workflow {
-        env = env.with_workflow(w);
+    if let Some(l) = labels {
+        env = env.with_labels(l);
     }
     wflo_db::NewOutboxEvent::from_envelope(&env)
 }
@@ -1129,7 +1158,7 @@ mod tests {
         };
         let usage = TokenUsage::new("gpt-4", 100, 50);
         let cost = PriceCatalog::embedded().cost(&usage).unwrap();
-        let e = alert_event(&c, None, &usage, &cost);
+        let e = alert_event(&c, None, None, &usage, &cost);
         assert_eq!(e.topic, "wflo.costs");
         assert_eq!(e.key.as_deref(), Some("tenant:acme"));
         let p = &e.payload;

@@ -77,6 +77,7 @@ fn request(id: &str, scopes: Vec<Scope>, amount: Decimal, exec: Option<Uuid>) ->
         scopes,
         amount_usd: amount,
         execution_id: exec,
+        labels: None,
     }
 }
 

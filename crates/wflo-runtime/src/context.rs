@@ -19,6 +19,7 @@ use wflo_db::{
     NewStep, Outcome, RiskLevel, StepStatus, TimeoutPolicy,
 };
 use wflo_llm::{ChatRequest, ChatResponse};
+use wflo_types::RunLabels;
 
 pub(crate) struct RunState {
     pub(crate) inputs: Value,
@@ -31,7 +32,8 @@ pub(crate) struct RunState {
 pub struct Ctx {
     pub(crate) engine: Engine,
     pub(crate) execution: Uuid,
-    pub(crate) workflow: String,
+    /// The run's workflow name, trace and correlation ids, carried by every event it writes.
+    pub(crate) labels: Arc<RunLabels>,
     pub(crate) budget: Option<Decimal>,
     pub(crate) scopes: Vec<Scope>,
     pub(crate) observer: Option<Arc<dyn Observer>>,
@@ -51,7 +53,7 @@ impl std::fmt::Debug for Ctx {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ctx")
             .field("execution", &self.execution)
-            .field("workflow", &self.workflow)
+            .field("workflow", &self.labels.workflow)
             .finish()
     }
 }
@@ -280,7 +282,7 @@ impl Ctx {
                     Some(exec.cost_usd),
                 ),
                 self.execution,
-                &self.workflow,
+                &self.labels,
             ))
             .await?;
         tx.commit().await?;
@@ -299,7 +301,7 @@ impl Ctx {
         let event = events::outbox(
             events::step_status(&step.step_key, &step.step_type, to.as_str(), error.clone()),
             self.execution,
-            &self.workflow,
+            &self.labels,
         );
         let mut events = vec![event];
         if matches!(to, StepStatus::Completed | StepStatus::Failed) {
@@ -327,7 +329,7 @@ impl Ctx {
         let event = events::outbox(
             events::step_status(key, kind, StepStatus::Running.as_str(), None),
             self.execution,
-            &self.workflow,
+            &self.labels,
         );
         match self
             .engine
@@ -554,6 +556,7 @@ impl Ctx {
                 scopes: self.scopes.clone(),
                 amount_usd: estimate.cost_usd,
                 execution_id: Some(self.execution),
+                labels: Some(RunLabels::clone(&self.labels)),
             })
             .await
             .map_err(|e| match e {
@@ -738,7 +741,7 @@ impl Ctx {
                 // Written with the step's COMPLETED or FAILED update, in its transaction.
                 this.emit_with_step(
                     &key,
-                    events::outbox(events::sandbox(&result), this.execution, &this.workflow),
+                    events::outbox(events::sandbox(&result), this.execution, &this.labels),
                 );
                 let out = json!({
                     "stdout": result.stdout,
@@ -937,7 +940,7 @@ impl Ctx {
                     .enqueue(events::outbox(
                         events::approval(&a, false),
                         self.execution,
-                        &self.workflow,
+                        &self.labels,
                     ))
                     .await?;
                 tx.commit().await?;
@@ -981,7 +984,7 @@ impl Ctx {
                     break;
                 }
                 if approval.timeout_at.is_some_and(|t| t <= chrono::Utc::now()) {
-                    approval = apply_timeout_policy(db, &approval, Some(&self.workflow)).await?;
+                    approval = apply_timeout_policy(db, &approval).await?;
                     if approval.status == ApprovalStatus::Pending {
                         // Escalated: a new request waits for the other group.
                         if let Some(o) = &self.observer {
@@ -1205,11 +1208,7 @@ fn closed_ok(e: wflo_cost::Error) -> std::result::Result<(), wflo_cost::Error> {
 /// Applies an expired approval's timeout policy, once (conditional update): reject → EXPIRED,
 /// approve → APPROVED by `system:timeout`, escalate → ESCALATED plus a new request for the
 /// escalation group (returned, PENDING) whose own timeout rejects.
-pub(crate) async fn apply_timeout_policy(
-    db: &Db,
-    a: &Approval,
-    workflow: Option<&str>,
-) -> Result<Approval> {
+pub(crate) async fn apply_timeout_policy(db: &Db, a: &Approval) -> Result<Approval> {
     let (status, reason) = match a.timeout_policy {
         TimeoutPolicy::Approve => (ApprovalStatus::Approved, "approved by the timeout policy"),
         TimeoutPolicy::Escalate => (ApprovalStatus::Escalated, "escalated by the timeout policy"),
@@ -1237,15 +1236,12 @@ pub(crate) async fn apply_timeout_policy(
         Err(e) => return Err(e.into()),
     };
     let exec = tx.executions().get(a.execution_id).await?;
-    let name = match workflow {
-        Some(n) => n.to_string(),
-        None => tx.definitions().get(exec.workflow_id).await?.name,
-    };
+    let labels = events::labels_of(&exec);
     tx.outbox()
         .enqueue(events::outbox(
             events::approval(&decided, true),
             exec.id,
-            &name,
+            &labels,
         ))
         .await?;
     let result = if status == ApprovalStatus::Escalated {
@@ -1272,7 +1268,7 @@ pub(crate) async fn apply_timeout_policy(
             .enqueue(events::outbox(
                 events::approval(&next, false),
                 exec.id,
-                &name,
+                &labels,
             ))
             .await?;
         next

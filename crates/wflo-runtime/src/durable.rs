@@ -74,9 +74,7 @@ impl Engine {
     async fn durable_context(&self, execution_id: Uuid) -> Result<(Ctx, Arc<WorkflowDef>)> {
         let exec = self.db().executions().get(execution_id).await?;
         let def = self.stored_definition(exec.workflow_id).await?;
-        let ctx = self
-            .context_of(exec, &def.name, &RunOptions::default())
-            .await?;
+        let ctx = self.context_of(exec, &RunOptions::default()).await?;
         ctx.load_completed_outputs();
         Ok((ctx, def))
     }
@@ -135,7 +133,7 @@ impl Engine {
         }
         let exec = self.db().executions().get(execution_id).await?;
         if exec.status == ExecutionStatus::Pending {
-            self.bare_context(&exec, &def.name, &RunOptions::default())
+            self.bare_context(&exec, &RunOptions::default())
                 .set_execution_status(ExecutionStatus::Running, Outcome::default())
                 .await?;
         }
@@ -239,7 +237,7 @@ impl Engine {
                     Err(e) => return Err(e),
                 }
             }
-            None => apply_timeout_policy(self.db(), &current, None).await?,
+            None => apply_timeout_policy(self.db(), &current).await?,
         };
         if approval.status != ApprovalStatus::Pending {
             let exec = self.db().executions().get(approval.execution_id).await?;
@@ -260,8 +258,7 @@ impl Engine {
         result: std::result::Result<Value, String>,
     ) -> Result<RunOutcome> {
         let current = self.db().executions().get(execution_id).await?;
-        let def = self.stored_definition(current.workflow_id).await?;
-        let ctx = self.bare_context(&current, &def.name, &RunOptions::default());
+        let ctx = self.bare_context(&current, &RunOptions::default());
         let (to, outcome) = match result {
             Ok(outputs) => (
                 ExecutionStatus::Completed,

@@ -236,6 +236,12 @@ pub struct RunOptions {
     pub observer: Option<Arc<dyn Observer>>,
     /// A chosen execution id (idempotent start).
     pub execution_id: Option<Uuid>,
+    /// The distributed trace the run belongs to (W3C trace id, 32 hex digits), stored with the
+    /// execution and carried by its events.
+    pub trace_id: Option<String>,
+    /// The embedder's own tag for the run (a request id, a ticket), stored with the execution
+    /// and carried by its events.
+    pub correlation_id: Option<String>,
 }
 
 impl std::fmt::Debug for RunOptions {
@@ -244,6 +250,9 @@ impl std::fmt::Debug for RunOptions {
             .field("inputs", &self.inputs)
             .field("budget_usd", &self.budget_usd)
             .field("scopes", &self.scopes)
+            .field("execution_id", &self.execution_id)
+            .field("trace_id", &self.trace_id)
+            .field("correlation_id", &self.correlation_id)
             .finish_non_exhaustive()
     }
 }
@@ -360,21 +369,24 @@ impl Engine {
     /// A PENDING execution of a stored definition, with its execution budget when one is given.
     async fn insert_execution(
         &self,
-        workflow_id: Uuid,
-        id: Option<Uuid>,
+        stored: &wflo_db::Definition,
+        options: &RunOptions,
         inputs: Value,
         budget: Option<Decimal>,
         engine: ExecutionEngine,
-    ) -> Result<Uuid> {
+    ) -> Result<wflo_db::Execution> {
         let exec = self
             .inner
             .db
             .executions()
             .create(NewExecution {
-                id,
-                workflow_id,
-                inputs: json!({"inputs": inputs, "budget_usd": budget}),
-                trace_id: None,
+                id: options.execution_id,
+                workflow_id: stored.id,
+                workflow_name: Some(stored.name.clone()),
+                inputs,
+                budget_usd: budget,
+                trace_id: options.trace_id.clone(),
+                correlation_id: options.correlation_id.clone(),
                 engine,
             })
             .await?;
@@ -389,7 +401,7 @@ impl Engine {
                 )
                 .await?;
         }
-        Ok(exec.id)
+        Ok(exec)
     }
 
     /// Creates a PENDING execution of `def` with its budget, without running it.
@@ -437,14 +449,9 @@ impl Engine {
             }
         }
         let budget = options.budget_usd.or(def.policies.budget_usd);
-        self.insert_execution(
-            stored.id,
-            options.execution_id,
-            Value::Object(inputs),
-            budget,
-            engine,
-        )
-        .await
+        self.insert_execution(&stored, options, Value::Object(inputs), budget, engine)
+            .await
+            .map(|e| e.id)
     }
 
     /// Runs a definition to its end: creates the execution and drives it.
@@ -486,11 +493,19 @@ impl Engine {
             },
             steps: Vec::new(),
         };
-        let id = match options.execution_id {
-            Some(id) if self.inner.db.executions().get(id).await.is_ok() => id,
-            _ => self.create_closure_execution(&def, &options).await?,
+        let existing = match options.execution_id {
+            Some(id) => match self.inner.db.executions().get(id).await {
+                Ok(exec) => Some(exec),
+                Err(wflo_db::Error::NotFound { .. }) => None,
+                Err(e) => return Err(e.into()),
+            },
+            None => None,
         };
-        let ctx = self.context(id, name, &options).await?;
+        let exec = match existing {
+            Some(exec) => exec,
+            None => self.create_closure_execution(&def, &options).await?,
+        };
+        let ctx = self.context_of(exec, &options).await?;
         self.lifecycle(ctx.clone(), None, async move { f(ctx).await })
             .await
     }
@@ -499,14 +514,14 @@ impl Engine {
         &self,
         def: &WorkflowDef,
         options: &RunOptions,
-    ) -> Result<Uuid> {
+    ) -> Result<wflo_db::Execution> {
         let doc = json!({"kind": "rust-closure", "name": def.name});
         let stored = self
             .store_document(&def.name, def.description.clone(), doc)
             .await?;
         self.insert_execution(
-            stored.id,
-            options.execution_id,
+            &stored,
+            options,
             Value::Object(options.inputs.clone()),
             options.budget_usd,
             ExecutionEngine::Local,
@@ -514,16 +529,15 @@ impl Engine {
         .await
     }
 
-    pub(crate) async fn context(&self, id: Uuid, name: &str, options: &RunOptions) -> Result<Ctx> {
+    pub(crate) async fn context(&self, id: Uuid, options: &RunOptions) -> Result<Ctx> {
         let exec = self.inner.db.executions().get(id).await?;
-        self.context_of(exec, name, options).await
+        self.context_of(exec, options).await
     }
 
     /// [`Engine::context`] on an execution row already read.
     pub(crate) async fn context_of(
         &self,
         exec: wflo_db::Execution,
-        name: &str,
         options: &RunOptions,
     ) -> Result<Ctx> {
         let id = exec.id;
@@ -542,7 +556,7 @@ impl Engine {
             .into_iter()
             .map(|s| (s.step_key.clone(), s))
             .collect();
-        let ctx = self.bare_context(&exec, name, options);
+        let ctx = self.bare_context(&exec, options);
         {
             let mut st = ctx
                 .state
@@ -558,20 +572,15 @@ impl Engine {
 
     /// A context on `exec` without its variables or step rows: enough to change the
     /// execution's status with its event (no query).
-    pub(crate) fn bare_context(
-        &self,
-        exec: &wflo_db::Execution,
-        name: &str,
-        options: &RunOptions,
-    ) -> Ctx {
-        let budget = exec.budget_usd();
-        let inputs = exec.inputs.get("inputs").cloned().unwrap_or(json!({}));
+    pub(crate) fn bare_context(&self, exec: &wflo_db::Execution, options: &RunOptions) -> Ctx {
+        let budget = exec.budget_usd;
+        let inputs = exec.inputs.clone();
         let mut scopes = vec![Scope::Execution(exec.id)];
         scopes.extend(options.scopes.iter().cloned());
         Ctx {
             engine: self.clone(),
             execution: exec.id,
-            workflow: name.to_string(),
+            labels: Arc::new(events::labels_of(exec)),
             budget,
             scopes,
             observer: options.observer.clone(),
@@ -587,7 +596,7 @@ impl Engine {
     }
 
     async fn drive(&self, id: Uuid, def: &WorkflowDef, options: RunOptions) -> Result<RunOutcome> {
-        let ctx = self.context(id, &def.name, &options).await?;
+        let ctx = self.context(id, &options).await?;
         let order = def.run_order()?;
         let def2 = def.clone();
         let c = ctx.clone();
@@ -692,7 +701,7 @@ impl Engine {
         let result = match timeout {
             Some(t) => tokio::time::timeout(t, body).await.unwrap_or_else(|_| {
                 Err(Error::Timeout {
-                    what: format!("workflow `{}`", ctx.workflow),
+                    what: format!("workflow `{}`", ctx.labels.workflow),
                     after: t,
                 })
             }),
@@ -782,12 +791,12 @@ impl Engine {
             Err(e) => return Err(e.into()),
         };
         let exec = tx.executions().get(decided.execution_id).await?;
-        let name = tx.definitions().get(exec.workflow_id).await?.name;
+        let labels = events::labels_of(&exec);
         tx.outbox()
             .enqueue(events::outbox(
                 events::approval(&decided, true),
                 exec.id,
-                &name,
+                &labels,
             ))
             .await?;
         tx.outbox()
@@ -804,7 +813,7 @@ impl Engine {
                     true,
                 ),
                 exec.id,
-                &name,
+                &labels,
             ))
             .await?;
         tx.commit().await?;
@@ -846,7 +855,7 @@ impl Engine {
                 details: json!({}),
             })
             .await?;
-        let workflow = db.definitions().get(exec.workflow_id).await?.name;
+        let labels = events::labels_of(&exec);
         // Steps completed after the snapshot, newest first.
         let mut later: Vec<wflo_db::Step> = db
             .steps()
@@ -905,7 +914,7 @@ impl Engine {
                             None,
                         ),
                         execution,
-                        &workflow,
+                        &labels,
                     )],
                 )
                 .await?;
@@ -948,7 +957,7 @@ impl Engine {
                     failure.is_none(),
                 ),
                 execution,
-                &workflow,
+                &labels,
             ))
             .await?;
         // A completed execution is complete no more: it is reopened (FAILED with the rollback
@@ -973,7 +982,7 @@ impl Engine {
                         Some(reopened.cost_usd),
                     ),
                     execution,
-                    &workflow,
+                    &labels,
                 ))
                 .await?;
         }
@@ -997,7 +1006,7 @@ impl Engine {
         let mut n = 0;
         for a in self.inner.db.approvals().pending().await? {
             if a.timeout_at.is_some_and(|t| t <= now) {
-                crate::context::apply_timeout_policy(&self.inner.db, &a, None).await?;
+                crate::context::apply_timeout_policy(&self.inner.db, &a).await?;
                 n += 1;
             }
         }

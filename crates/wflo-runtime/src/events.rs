@@ -4,19 +4,28 @@ use serde_json::Value;
 use uuid::Uuid;
 use wflo_db::NewOutboxEvent;
 use wflo_types::{
-    ApprovalPayload, AuditPayload, EventEnvelope, EventPayload, SandboxPayload, StepStatusPayload,
-    WorkflowStatusPayload,
+    ApprovalPayload, AuditPayload, EventEnvelope, EventPayload, RunLabels, SandboxPayload,
+    StepStatusPayload, WorkflowStatusPayload,
 };
 
 /// The `source` of the events the runtime writes.
 pub const SOURCE: &str = "wflo-runtime";
 
-/// An outbox row for `payload` about an execution.
-pub(crate) fn outbox(payload: EventPayload, execution: Uuid, workflow: &str) -> NewOutboxEvent {
+/// An outbox row for `payload` about an execution labelled `labels`.
+pub(crate) fn outbox(payload: EventPayload, execution: Uuid, labels: &RunLabels) -> NewOutboxEvent {
     let env = EventEnvelope::new(SOURCE, payload)
         .with_execution(execution)
-        .with_workflow(workflow);
+        .with_labels(labels);
     NewOutboxEvent::from_envelope(&env)
+}
+
+/// The labels of the run `exec` (its workflow, trace and correlation ids).
+pub(crate) fn labels_of(exec: &wflo_db::Execution) -> RunLabels {
+    RunLabels {
+        workflow: exec.workflow_name.clone(),
+        trace_id: exec.trace_id.clone(),
+        correlation_id: exec.correlation_id.clone(),
+    }
 }
 
 pub(crate) fn workflow_status(

@@ -160,6 +160,31 @@ pub struct EventEnvelope {
     pub payload: Value,
 }
 
+/// What every event about one run carries besides its payload: the workflow's name and the
+/// ids an embedder tagged the run with when starting it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunLabels {
+    /// The workflow's name.
+    pub workflow: String,
+    /// The distributed trace the run belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+    /// The embedder's own tag (a request id, a ticket).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+}
+
+impl RunLabels {
+    /// Labels naming `workflow`, with no trace or correlation id.
+    pub fn workflow(name: impl Into<String>) -> RunLabels {
+        RunLabels {
+            workflow: name.into(),
+            trace_id: None,
+            correlation_id: None,
+        }
+    }
+}
+
 impl EventEnvelope {
     /// A new event (fresh UUIDv7, now) carrying `payload`.
     pub fn new(source: impl Into<String>, payload: EventPayload) -> EventEnvelope {
@@ -199,6 +224,14 @@ impl EventEnvelope {
     /// Sets the correlation id.
     pub fn with_correlation(mut self, id: impl Into<String>) -> Self {
         self.correlation_id = Some(id.into());
+        self
+    }
+
+    /// Sets the workflow, trace and correlation ids of the run it concerns.
+    pub fn with_labels(mut self, labels: &RunLabels) -> Self {
+        self.workflow_id = Some(labels.workflow.clone());
+        self.trace_id.clone_from(&labels.trace_id);
+        self.correlation_id.clone_from(&labels.correlation_id);
         self
     }
 

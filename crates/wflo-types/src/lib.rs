@@ -29,7 +29,7 @@ mod usage;
 pub use canonical::canonical_json;
 pub use event::{
     AlertType, ApprovalPayload, AuditPayload, CostPayload, EventEnvelope, EventPayload, EventType,
-    SCHEMA_VERSION, SandboxPayload, StepStatusPayload, WorkflowStatusPayload,
+    RunLabels, SCHEMA_VERSION, SandboxPayload, StepStatusPayload, WorkflowStatusPayload,
 };
 pub use redact::redact_url;
 pub use status::{ApprovalStatus, ExecutionStatus, RollbackStatus, StepStatus};

@@ -92,7 +92,7 @@ pub(crate) async fn show(id: Uuid) -> anyhow::Result<u8> {
     let db = wflo.db();
     let e = db.executions().get(id).await?;
     let def = db.definitions().get(e.workflow_id).await?;
-    let budget = e.budget_usd();
+    let budget = e.budget_usd;
     println!("execution {}", e.id);
     println!("workflow  {} v{}", def.name, def.version);
     println!("status    {}", e.status);
@@ -117,12 +117,14 @@ pub(crate) async fn show(id: Uuid) -> anyhow::Result<u8> {
         e.tokens.prompt,
         e.tokens.completion
     );
-    if let Some(inputs) = e
-        .inputs
-        .get("inputs")
-        .filter(|v| v.as_object().is_some_and(|o| !o.is_empty()))
-    {
-        println!("inputs    {}", short(&inputs.to_string(), 200));
+    if e.inputs.as_object().is_some_and(|o| !o.is_empty()) {
+        println!("inputs    {}", short(&e.inputs.to_string(), 200));
+    }
+    if let Some(c) = &e.correlation_id {
+        println!("correlation {c}");
+    }
+    if let Some(t) = &e.trace_id {
+        println!("trace     {t}");
     }
     if let Some(err) = &e.error {
         println!("error     {err}");

@@ -266,12 +266,11 @@ async fn run_on_temporal(args: RunArgs, config: wflo_core::Config) -> anyhow::Re
 
 async fn stored_budget(wflo: &Wflo, id: Uuid) -> anyhow::Result<Option<Decimal>> {
     let exec = wflo.db().executions().get(id).await?;
-    Ok(exec.budget_usd())
+    Ok(exec.budget_usd)
 }
 
 async fn workflow_name(wflo: &Wflo, id: Uuid) -> anyhow::Result<String> {
-    let exec = wflo.db().executions().get(id).await?;
-    Ok(wflo.db().definitions().get(exec.workflow_id).await?.name)
+    Ok(wflo.db().executions().get(id).await?.workflow_name)
 }
 
 /// The end of a run: status, steps with their cost, costs per model, total against budget.

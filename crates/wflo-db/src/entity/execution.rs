@@ -23,6 +23,9 @@ pub struct Model {
     pub lease_holder: Option<String>,
     pub lease_expires_at: Option<DateTimeUtc>,
     pub lease_fence: i64,
+    pub workflow_name: String,
+    pub budget_nano_usd: Option<i64>,
+    pub correlation_id: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

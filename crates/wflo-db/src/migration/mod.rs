@@ -9,6 +9,7 @@ mod m20261125_000002_bus;
 mod m20261125_000003_costs;
 mod m20261125_000004_bus_dedupe;
 mod m20261201_000005_drivers;
+mod m20261201_000006_execution_contract;
 
 use sea_orm::{ConnectionTrait, DbBackend};
 use sea_orm_migration::prelude::*;
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000003_costs::Migration),
             Box::new(m20261125_000004_bus_dedupe::Migration),
             Box::new(m20261201_000005_drivers::Migration),
+            Box::new(m20261201_000006_execution_contract::Migration),
         ]
     }
 }

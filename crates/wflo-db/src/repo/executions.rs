@@ -86,10 +86,14 @@ pub struct Execution {
     pub id: Uuid,
     /// The definition it runs.
     pub workflow_id: Uuid,
+    /// That definition's name.
+    pub workflow_name: String,
     /// Current status.
     pub status: ExecutionStatus,
     /// Inputs it was started with.
     pub inputs: Value,
+    /// Its own budget (the whole run's spend limit), when it was started with one.
+    pub budget_usd: Option<Decimal>,
     /// Outputs, once completed.
     pub outputs: Option<Value>,
     /// Why it failed.
@@ -100,6 +104,8 @@ pub struct Execution {
     pub tokens: Tokens,
     /// Distributed trace id.
     pub trace_id: Option<String>,
+    /// The embedder's own tag for the run (a request id, a ticket).
+    pub correlation_id: Option<String>,
     /// First entered RUNNING.
     pub started_at: Option<DateTime<Utc>>,
     /// Entered a terminal status.
@@ -132,14 +138,6 @@ impl Execution {
             (_, since) => Driver::None { since },
         }
     }
-
-    /// The execution's budget as it was stored when it was created (`inputs.budget_usd`).
-    pub fn budget_usd(&self) -> Option<Decimal> {
-        self.inputs
-            .get("budget_usd")
-            .and_then(|v| serde_json::from_value::<Option<Decimal>>(v.clone()).ok())
-            .flatten()
-    }
 }
 
 impl TryFrom<ex::Model> for Execution {
@@ -148,13 +146,16 @@ impl TryFrom<ex::Model> for Execution {
         Ok(Execution {
             id: m.id,
             workflow_id: m.workflow_id,
+            workflow_name: m.workflow_name,
             status: parse_stored(&m.status)?,
             inputs: m.inputs,
+            budget_usd: m.budget_nano_usd.map(nanos_to_usd),
             outputs: m.outputs,
             error: m.error,
             cost_usd: nanos_to_usd(m.cost_nano_usd),
             tokens: Tokens::new(m.prompt_tokens as u64, m.completion_tokens as u64),
             trace_id: m.trace_id,
+            correlation_id: m.correlation_id,
             started_at: m.started_at,
             completed_at: m.completed_at,
             created_at: m.created_at,
@@ -174,10 +175,16 @@ pub struct NewExecution {
     pub id: Option<Uuid>,
     /// The definition to run.
     pub workflow_id: Uuid,
+    /// That definition's name (`None`: read from the definition while creating).
+    pub workflow_name: Option<String>,
     /// Inputs.
     pub inputs: Value,
-    /// Distributed trace id.
+    /// The run's own budget in USD (greater than zero).
+    pub budget_usd: Option<Decimal>,
+    /// Distributed trace id (at most 64 characters).
     pub trace_id: Option<String>,
+    /// The embedder's own tag for the run (at most 255 characters).
+    pub correlation_id: Option<String>,
     /// The engine that will drive it.
     pub engine: ExecutionEngine,
 }
@@ -188,8 +195,11 @@ impl NewExecution {
         NewExecution {
             id: None,
             workflow_id,
+            workflow_name: None,
             inputs,
+            budget_usd: None,
             trace_id: None,
+            correlation_id: None,
             engine: ExecutionEngine::Local,
         }
     }
@@ -225,8 +235,51 @@ fn ttl_of(ttl: Duration) -> Result<chrono::Duration> {
 }
 
 impl<E: crate::Executor> Executions<'_, E> {
-    /// Creates an execution in PENDING. A missing definition is [`Error::ForeignKey`].
+    /// Creates an execution in PENDING. A missing definition is [`Error::ForeignKey`]; a budget
+    /// that is not above zero, or an over-long trace or correlation id, is [`Error::Invalid`].
     pub async fn create(&self, new: NewExecution) -> Result<Execution> {
+        let invalid = |detail: String| Error::Invalid {
+            entity: ENTITY,
+            detail,
+        };
+        let budget = match new.budget_usd {
+            Some(b) if b <= Decimal::ZERO => {
+                return Err(invalid(format!(
+                    "a budget must be greater than zero, not {b}"
+                )));
+            }
+            Some(b) => Some(usd_to_nanos(b)?),
+            None => None,
+        };
+        for (what, value, max) in [
+            ("trace id", &new.trace_id, 64),
+            ("correlation id", &new.correlation_id, 255),
+        ] {
+            if let Some(v) = value
+                && (v.is_empty() || v.chars().count() > max)
+            {
+                return Err(invalid(format!(
+                    "a {what} must be 1 to {max} characters, not {}",
+                    v.chars().count()
+                )));
+            }
+        }
+        let workflow_name = match new.workflow_name {
+            Some(n) => n,
+            None => match crate::entity::definition::Entity::find_by_id(new.workflow_id)
+                .one(self.conn())
+                .await
+                .map_err(db_err(ENTITY, "reading the definition's name"))?
+            {
+                Some(d) => d.name,
+                None => {
+                    return Err(Error::ForeignKey {
+                        entity: ENTITY,
+                        detail: format!("no workflow definition {}", new.workflow_id),
+                    });
+                }
+            },
+        };
         let now = Utc::now();
         ex::ActiveModel {
             id: Set(new.id.unwrap_or_else(Uuid::now_v7)),
@@ -248,6 +301,9 @@ impl<E: crate::Executor> Executions<'_, E> {
             lease_holder: Set(None),
             lease_expires_at: Set(None),
             lease_fence: Set(0),
+            workflow_name: Set(workflow_name),
+            budget_nano_usd: Set(budget),
+            correlation_id: Set(new.correlation_id),
         }
         .insert(self.conn())
         .await
