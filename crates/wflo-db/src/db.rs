@@ -43,20 +43,7 @@ impl Backend {
 }
 
 /// Replaces the password of a URL with `***` (for messages and logs).
-pub fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
-        }
-        Ok(_) => url.to_string(),
-        // Unparseable: keep only what precedes any `@`, then the host part, to be safe.
-        Err(_) => match url.rsplit_once('@') {
-            Some((_, host)) => format!("***@{host}"),
-            None => url.to_string(),
-        },
-    }
-}
+pub use wflo_types::redact_url as redact;
 
 /// How to reach the database. Built with [`DbConfig::builder`].
 #[derive(Clone)]

@@ -158,21 +158,9 @@ impl ApprovalCall {
     }
 }
 
-/// The fingerprint of an action: sha256 of the step id and the canonical JSON of the action.
+/// The fingerprint of an action: sha256 of the canonical JSON of the step id and the action.
 pub fn action_fingerprint(step: &str, action: &Value) -> String {
-    fn canonical(v: &Value) -> Value {
-        match v {
-            Value::Object(o) => {
-                let sorted: std::collections::BTreeMap<_, _> =
-                    o.iter().map(|(k, v)| (k.clone(), canonical(v))).collect();
-                Value::Object(sorted.into_iter().collect())
-            }
-            Value::Array(a) => Value::Array(a.iter().map(canonical).collect()),
-            other => other.clone(),
-        }
-    }
-    let text = serde_json::to_string(&json!({"step": step, "action": canonical(action)}))
-        .unwrap_or_default();
+    let text = wflo_types::canonical_json(&json!({"step": step, "action": action}));
     format!("sha256:{}", hex::encode(Sha256::digest(text.as_bytes())))
 }
 
@@ -1335,5 +1323,17 @@ mod tests {
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert!(a.starts_with("sha256:"));
+    }
+
+    #[test]
+    fn a_fingerprint_stored_before_stays_the_same() {
+        // Computed outside Rust: sha256 of the sorted, compact JSON of step and action.
+        assert_eq!(
+            action_fingerprint(
+                "deploy",
+                &json!({"b": 1, "a": [1, 2], "msg": "h\u{e9}llo \"x\"\n"})
+            ),
+            "sha256:832802c33feb486e10f2d1e7239f8a0b99f861580234a170301b3e104360ba99"
+        );
     }
 }
