@@ -1,8 +1,13 @@
-//! The wflo-db conformance suite: every case runs on PostgreSQL and on SQLite.
+//! The wflo-db conformance suite: every case runs on SQLite and on PostgreSQL.
 //!
-//! Run with `cargo xtask itest wflo-db` (starts PostgreSQL, exports WFLO_TEST_DATABASE_URL).
+//! * `cargo test -p wflo-db` runs the SQLite half (hermetic: a temporary file per case) and the
+//!   cases that need no server at all.
+//! * `cargo xtask itest wflo-db` (starts PostgreSQL, exports WFLO_TEST_DATABASE_URL) runs both
+//!   halves: the `integration` feature adds the PostgreSQL case of each test
+//!   (`NAME::case_2_postgres`, beside `NAME::case_1_sqlite`) and the PostgreSQL-only tests.
+//!   There a missing server is a failure, never a skip.
+//!
 //! Each case gets its own fresh database (`TestDb`), so cases run in parallel.
-#![cfg(feature = "integration")]
 
 use rstest::rstest;
 use rust_decimal::Decimal;
@@ -57,8 +62,10 @@ fn approval(execution_id: Uuid) -> NewApproval {
 // ------------------------------------------------------------------ connectivity and schema
 
 #[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[cfg_attr(feature = "integration", case::postgres(Backend::Postgres))]
 #[tokio::test]
-async fn connects_and_pings(#[values(Backend::Postgres, Backend::Sqlite)] backend: Backend) {
+async fn connects_and_pings(#[case] backend: Backend) {
     let t = TestDb::new(backend).await;
     t.ping().await.unwrap();
     assert_eq!(t.backend(), backend);
@@ -71,8 +78,10 @@ async fn connects_and_pings(#[values(Backend::Postgres, Backend::Sqlite)] backen
 }
 
 #[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[cfg_attr(feature = "integration", case::postgres(Backend::Postgres))]
 #[tokio::test]
-async fn all_tables_exist(#[values(Backend::Postgres, Backend::Sqlite)] backend: Backend) {
+async fn all_tables_exist(#[case] backend: Backend) {
     let t = TestDb::new(backend).await;
     let tables = t.table_names().await.unwrap();
     for table in [
@@ -93,10 +102,10 @@ async fn all_tables_exist(#[values(Backend::Postgres, Backend::Sqlite)] backend:
 }
 
 #[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[cfg_attr(feature = "integration", case::postgres(Backend::Postgres))]
 #[tokio::test]
-async fn migrations_go_up_down_and_up(
-    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
-) {
+async fn migrations_go_up_down_and_up(#[case] backend: Backend) {
     let t = TestDb::new(backend).await;
     definition(&t, "before").await;
     t.migrate_down(None).await.unwrap();
@@ -117,10 +126,10 @@ async fn migrations_go_up_down_and_up(
 }
 
 #[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[cfg_attr(feature = "integration", case::postgres(Backend::Postgres))]
 #[tokio::test]
-async fn a_schema_newer_than_the_build_is_refused(
-    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
-) {
+async fn a_schema_newer_than_the_build_is_refused(#[case] backend: Backend) {
     let t = TestDb::new(backend).await;
     // A newer Wflo recorded a migration this build does not know.
     let url = t.url();
@@ -169,10 +178,10 @@ async fn insert_fake_migration(t: &TestDb, name: &str) {
 }
 
 #[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[cfg_attr(feature = "integration", case::postgres(Backend::Postgres))]
 #[tokio::test]
-async fn auto_migrate_off_refuses_a_schema_that_is_behind(
-    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
-) {
+async fn auto_migrate_off_refuses_a_schema_that_is_behind(#[case] backend: Backend) {
     let t = TestDb::new(backend).await;
     t.migrate_down(Some(1)).await.unwrap();
     let err = Db::connect(
@@ -193,10 +202,10 @@ async fn auto_migrate_off_refuses_a_schema_that_is_behind(
 // ------------------------------------------------------------------ definitions
 
 #[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[cfg_attr(feature = "integration", case::postgres(Backend::Postgres))]
 #[tokio::test]
-async fn definition_create_stores_every_field(
-    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
-) {
+async fn definition_create_stores_every_field(#[case] backend: Backend) {
     let t = TestDb::new(backend).await;
     let def = definition(&t, "triage").await;
     assert_eq!(def.name, "triage");
@@ -213,10 +222,10 @@ async fn definition_create_stores_every_field(
 }
 
 #[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[cfg_attr(feature = "integration", case::postgres(Backend::Postgres))]
 #[tokio::test]
-async fn definitions_are_queried_by_name(
-    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
-) {
+async fn definitions_are_queried_by_name(#[case] backend: Backend) {
     let t = TestDb::new(backend).await;
     definition(&t, "alpha").await;
     let beta = definition(&t, "beta").await;
@@ -228,10 +237,10 @@ async fn definitions_are_queried_by_name(
 }
 
 #[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[cfg_attr(feature = "integration", case::postgres(Backend::Postgres))]
 #[tokio::test]
-async fn duplicate_name_and_version_is_a_typed_error(
-    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
-) {
+async fn duplicate_name_and_version_is_a_typed_error(#[case] backend: Backend) {
     let t = TestDb::new(backend).await;
     let new = NewDefinition {
         name: "dup".into(),
@@ -246,10 +255,10 @@ async fn duplicate_name_and_version_is_a_typed_error(
 }
 
 #[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[cfg_attr(feature = "integration", case::postgres(Backend::Postgres))]
 #[tokio::test]
-async fn versions_coexist_and_order(
-    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
-) {
+async fn versions_coexist_and_order(#[case] backend: Backend) {
     let t = TestDb::new(backend).await;
     let v1 = definition(&t, "wf").await;
     let v2 = t
@@ -271,10 +280,10 @@ async fn versions_coexist_and_order(
 }
 
 #[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[cfg_attr(feature = "integration", case::postgres(Backend::Postgres))]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_definition_writers_get_distinct_versions(
-    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
-) {
+async fn concurrent_definition_writers_get_distinct_versions(#[case] backend: Backend) {
     let t = TestDb::new(backend).await;
     let tasks: Vec<_> = (0..10)
         .map(|i| {
@@ -296,8 +305,10 @@ async fn concurrent_definition_writers_get_distinct_versions(
 }
 
 #[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[cfg_attr(feature = "integration", case::postgres(Backend::Postgres))]
 #[tokio::test]
-async fn an_empty_name_is_refused(#[values(Backend::Postgres, Backend::Sqlite)] backend: Backend) {
+async fn an_empty_name_is_refused(#[case] backend: Backend) {
     let t = TestDb::new(backend).await;
     let err = t
         .definitions()
@@ -310,10 +321,10 @@ async fn an_empty_name_is_refused(#[values(Backend::Postgres, Backend::Sqlite)] 
 // ------------------------------------------------------------------ executions
 
 #[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[cfg_attr(feature = "integration", case::postgres(Backend::Postgres))]
 #[tokio::test]
-async fn execution_round_trips_inputs_cost_and_tokens(
-    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
-) {
+async fn execution_round_trips_inputs_cost_and_tokens(#[case] backend: Backend) {
     let t = TestDb::new(backend).await;
     let (def, exec) = execution(&t).await;
     assert_eq!(exec.status, ExecutionStatus::Pending);
@@ -335,10 +346,10 @@ async fn execution_round_trips_inputs_cost_and_tokens(
 }
 
 #[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[cfg_attr(feature = "integration", case::postgres(Backend::Postgres))]
 #[tokio::test]
-async fn execution_relates_to_its_definition(
-    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
-) {
+async fn execution_relates_to_its_definition(#[case] backend: Backend) {
     let t = TestDb::new(backend).await;
     let (def, exec) = execution(&t).await;
     let other = definition(&t, "other").await;
@@ -356,10 +367,10 @@ async fn execution_relates_to_its_definition(
 }
 
 #[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[cfg_attr(feature = "integration", case::postgres(Backend::Postgres))]
 #[tokio::test]
-async fn executions_are_queried_by_status(
-    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
-) {
+async fn executions_are_queried_by_status(#[case] backend: Backend) {
     let t = TestDb::new(backend).await;
     let def = definition(&t, "wf").await;
     let mut ids = Vec::new();
@@ -395,10 +406,10 @@ async fn executions_are_queried_by_status(
 }
 
 #[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[cfg_attr(feature = "integration", case::postgres(Backend::Postgres))]
 #[tokio::test]
-async fn status_transitions_are_validated(
-    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
-) {
+async fn status_transitions_are_validated(#[case] backend: Backend) {
     let t = TestDb::new(backend).await;
     let (_, exec) = execution(&t).await;
     let ex = t.executions();
@@ -455,10 +466,10 @@ async fn status_transitions_are_validated(
 }
 
 #[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[cfg_attr(feature = "integration", case::postgres(Backend::Postgres))]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn racing_transitions_have_one_winner(
-    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
-) {
+async fn racing_transitions_have_one_winner(#[case] backend: Backend) {
     let t = TestDb::new(backend).await;
     let (_, exec) = execution(&t).await;
     t.executions()
@@ -489,10 +500,10 @@ async fn racing_transitions_have_one_winner(
 }
 
 #[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[cfg_attr(feature = "integration", case::postgres(Backend::Postgres))]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn fifty_concurrent_add_cost_calls_lose_nothing(
-    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
-) {
+async fn fifty_concurrent_add_cost_calls_lose_nothing(#[case] backend: Backend) {
     let t = TestDb::new(backend).await;
     let (_, exec) = execution(&t).await;
     let step = t
@@ -537,10 +548,10 @@ async fn fifty_concurrent_add_cost_calls_lose_nothing(
 }
 
 #[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[cfg_attr(feature = "integration", case::postgres(Backend::Postgres))]
 #[tokio::test]
-async fn negative_cost_and_unknown_targets_are_refused(
-    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
-) {
+async fn negative_cost_and_unknown_targets_are_refused(#[case] backend: Backend) {
     let t = TestDb::new(backend).await;
     let (_, exec) = execution(&t).await;
     let err = t
@@ -572,10 +583,10 @@ async fn negative_cost_and_unknown_targets_are_refused(
 // ------------------------------------------------------------------ steps
 
 #[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[cfg_attr(feature = "integration", case::postgres(Backend::Postgres))]
 #[tokio::test]
-async fn steps_belong_to_their_execution(
-    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
-) {
+async fn steps_belong_to_their_execution(#[case] backend: Backend) {
     let t = TestDb::new(backend).await;
     let (_, exec) = execution(&t).await;
     let new = |key: &str| NewStep {
@@ -648,10 +659,10 @@ async fn written(t: &TestDb, ids: &[Uuid]) -> Vec<Uuid> {
 }
 
 #[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[cfg_attr(feature = "integration", case::postgres(Backend::Postgres))]
 #[tokio::test]
-async fn a_step_change_and_its_events_are_written_together_or_not_at_all(
-    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
-) {
+async fn a_step_change_and_its_events_are_written_together_or_not_at_all(#[case] backend: Backend) {
     let t = TestDb::new(backend).await;
     let (_, exec) = execution(&t).await;
     let new = NewStep {
@@ -775,10 +786,10 @@ async fn a_step_change_and_its_events_are_written_together_or_not_at_all(
 }
 
 #[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[cfg_attr(feature = "integration", case::postgres(Backend::Postgres))]
 #[tokio::test]
-async fn a_step_change_with_events_in_a_transaction_rolls_back_with_it(
-    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
-) {
+async fn a_step_change_with_events_in_a_transaction_rolls_back_with_it(#[case] backend: Backend) {
     let t = TestDb::new(backend).await;
     let (_, exec) = execution(&t).await;
     let ev = event("wflo.steps", "a");
@@ -801,10 +812,10 @@ async fn a_step_change_with_events_in_a_transaction_rolls_back_with_it(
 }
 
 #[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[cfg_attr(feature = "integration", case::postgres(Backend::Postgres))]
 #[tokio::test]
-async fn several_events_are_enqueued_in_one_statement(
-    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
-) {
+async fn several_events_are_enqueued_in_one_statement(#[case] backend: Backend) {
     let t = TestDb::new(backend).await;
     assert_eq!(t.outbox().enqueue_many(vec![]).await.unwrap(), 0);
     let evs: Vec<_> = (0..3)
@@ -837,8 +848,10 @@ async fn a_sqlite_file_uses_the_write_ahead_log() {
 // ------------------------------------------------------------------ snapshots
 
 #[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[cfg_attr(feature = "integration", case::postgres(Backend::Postgres))]
 #[tokio::test]
-async fn a_snapshot_is_stored(#[values(Backend::Postgres, Backend::Sqlite)] backend: Backend) {
+async fn a_snapshot_is_stored(#[case] backend: Backend) {
     let t = TestDb::new(backend).await;
     let (_, exec) = execution(&t).await;
     let snap = t
@@ -855,10 +868,10 @@ async fn a_snapshot_is_stored(#[values(Backend::Postgres, Backend::Sqlite)] back
 }
 
 #[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[cfg_attr(feature = "integration", case::postgres(Backend::Postgres))]
 #[tokio::test]
-async fn several_snapshots_are_ordered_and_superseded(
-    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
-) {
+async fn several_snapshots_are_ordered_and_superseded(#[case] backend: Backend) {
     let t = TestDb::new(backend).await;
     let (_, exec) = execution(&t).await;
     for i in 1..=4 {
@@ -903,10 +916,10 @@ async fn several_snapshots_are_ordered_and_superseded(
 }
 
 #[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[cfg_attr(feature = "integration", case::postgres(Backend::Postgres))]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn twenty_concurrent_snapshot_writers_get_consecutive_versions(
-    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
-) {
+async fn twenty_concurrent_snapshot_writers_get_consecutive_versions(#[case] backend: Backend) {
     let t = TestDb::new(backend).await;
     let (_, exec) = execution(&t).await;
     let tasks: Vec<_> = (0..20)
@@ -932,10 +945,10 @@ async fn twenty_concurrent_snapshot_writers_get_consecutive_versions(
 // ------------------------------------------------------------------ approvals and rollbacks
 
 #[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[cfg_attr(feature = "integration", case::postgres(Backend::Postgres))]
 #[tokio::test]
-async fn an_approval_request_is_stored_and_decided_once(
-    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
-) {
+async fn an_approval_request_is_stored_and_decided_once(#[case] backend: Backend) {
     let t = TestDb::new(backend).await;
     let (_, exec) = execution(&t).await;
     let req = t.approvals().create(approval(exec.id)).await.unwrap();
@@ -991,10 +1004,10 @@ async fn an_approval_request_is_stored_and_decided_once(
 }
 
 #[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[cfg_attr(feature = "integration", case::postgres(Backend::Postgres))]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_decisions_have_one_winner(
-    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
-) {
+async fn concurrent_decisions_have_one_winner(#[case] backend: Backend) {
     let t = TestDb::new(backend).await;
     let (_, exec) = execution(&t).await;
     let req = t.approvals().create(approval(exec.id)).await.unwrap();
@@ -1032,10 +1045,10 @@ async fn concurrent_decisions_have_one_winner(
 }
 
 #[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[cfg_attr(feature = "integration", case::postgres(Backend::Postgres))]
 #[tokio::test]
-async fn a_rollback_action_is_stored(
-    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
-) {
+async fn a_rollback_action_is_stored(#[case] backend: Backend) {
     let t = TestDb::new(backend).await;
     let (_, exec) = execution(&t).await;
     let snap = t
@@ -1089,10 +1102,10 @@ async fn a_rollback_action_is_stored(
 // ------------------------------------------------------------------ integrity
 
 #[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[cfg_attr(feature = "integration", case::postgres(Backend::Postgres))]
 #[tokio::test]
-async fn foreign_key_violations_are_typed_errors(
-    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
-) {
+async fn foreign_key_violations_are_typed_errors(#[case] backend: Backend) {
     let t = TestDb::new(backend).await;
     let err = t
         .executions()
@@ -1127,10 +1140,10 @@ async fn foreign_key_violations_are_typed_errors(
 }
 
 #[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[cfg_attr(feature = "integration", case::postgres(Backend::Postgres))]
 #[tokio::test]
-async fn deleting_an_execution_removes_its_children(
-    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
-) {
+async fn deleting_an_execution_removes_its_children(#[case] backend: Backend) {
     let t = TestDb::new(backend).await;
     let (def, exec) = execution(&t).await;
     let (_, keep) = {
@@ -1199,10 +1212,10 @@ async fn deleting_an_execution_removes_its_children(
 }
 
 #[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[cfg_attr(feature = "integration", case::postgres(Backend::Postgres))]
 #[tokio::test]
-async fn nested_json_and_unicode_round_trip(
-    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
-) {
+async fn nested_json_and_unicode_round_trip(#[case] backend: Backend) {
     let t = TestDb::new(backend).await;
     let doc = json!({
         "name": "Überprüfung — 検証 🚀",
@@ -1245,10 +1258,10 @@ fn event(topic: &str, key: &str) -> NewOutboxEvent {
 }
 
 #[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[cfg_attr(feature = "integration", case::postgres(Backend::Postgres))]
 #[tokio::test]
-async fn a_state_change_and_its_event_commit_together(
-    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
-) {
+async fn a_state_change_and_its_event_commit_together(#[case] backend: Backend) {
     let t = TestDb::new(backend).await;
     let (_, exec) = execution(&t).await;
 
@@ -1305,10 +1318,10 @@ async fn a_state_change_and_its_event_commit_together(
 }
 
 #[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[cfg_attr(feature = "integration", case::postgres(Backend::Postgres))]
 #[tokio::test]
-async fn outbox_keeps_order_and_publishes_once(
-    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
-) {
+async fn outbox_keeps_order_and_publishes_once(#[case] backend: Backend) {
     let t = TestDb::new(backend).await;
     let mut ids = Vec::new();
     for i in 0..5 {
@@ -1346,10 +1359,10 @@ async fn outbox_keeps_order_and_publishes_once(
 }
 
 #[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[cfg_attr(feature = "integration", case::postgres(Backend::Postgres))]
 #[tokio::test]
-async fn consumer_offsets_are_upserted(
-    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
-) {
+async fn consumer_offsets_are_upserted(#[case] backend: Backend) {
     let t = TestDb::new(backend).await;
     let offsets = t.consumer_offsets();
     assert_eq!(offsets.get("g", "wflo.steps", 0).await.unwrap(), None);
@@ -1395,6 +1408,7 @@ async fn an_unreachable_server_names_the_url_without_its_password() {
     assert!(!format!("{config:?}").contains("s3cret"));
 }
 
+#[cfg(feature = "integration")]
 #[tokio::test]
 async fn a_wrong_password_is_a_connect_error() {
     let admin = wflo_db::testing::postgres_admin_url();
@@ -1477,10 +1491,10 @@ fn reserved(
 /// room runs out part way, repeats inside the batch count once, a second settle of the same
 /// reservation is refused, and threshold alerts are written once.
 #[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[cfg_attr(feature = "integration", case::postgres(Backend::Postgres))]
 #[tokio::test]
-async fn a_budget_batch_is_its_operations_in_order(
-    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
-) {
+async fn a_budget_batch_is_its_operations_in_order(#[case] backend: Backend) {
     let t = TestDb::new(backend).await;
     let budget = batch_budget(&t).await;
 
@@ -1608,10 +1622,10 @@ async fn a_budget_batch_is_its_operations_in_order(
 /// repeat or an expiry of something already closed is refused, a settle earlier in the same
 /// batch wins, and `expire_due` frees only what is due.
 #[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[cfg_attr(feature = "integration", case::postgres(Backend::Postgres))]
 #[tokio::test]
-async fn expiring_reservations_frees_them_in_batches(
-    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
-) {
+async fn expiring_reservations_frees_them_in_batches(#[case] backend: Backend) {
     let t = TestDb::new(backend).await;
     let budget = batch_budget(&t).await;
     let out = t
@@ -1687,10 +1701,10 @@ async fn expiring_reservations_frees_them_in_batches(
 }
 
 #[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[cfg_attr(feature = "integration", case::postgres(Backend::Postgres))]
 #[tokio::test]
-async fn contention_aborts_are_retryable_and_other_failures_are_not(
-    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
-) {
+async fn contention_aborts_are_retryable_and_other_failures_are_not(#[case] backend: Backend) {
     let t = TestDb::new(backend).await;
     let (_, a) = execution(&t).await;
     let (_, b) = execution(&t).await;
@@ -1778,10 +1792,10 @@ async fn contention_aborts_are_retryable_and_other_failures_are_not(
 // ------------------------------------------------------------------ one driver per execution
 
 #[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[cfg_attr(feature = "integration", case::postgres(Backend::Postgres))]
 #[tokio::test]
-async fn one_lease_holder_at_a_time_with_a_growing_fence(
-    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
-) {
+async fn one_lease_holder_at_a_time_with_a_growing_fence(#[case] backend: Backend) {
     use std::time::Duration;
     let t = TestDb::new(backend).await;
     let (_, exec) = execution(&t).await;
@@ -1883,10 +1897,10 @@ async fn one_lease_holder_at_a_time_with_a_growing_fence(
 }
 
 #[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[cfg_attr(feature = "integration", case::postgres(Backend::Postgres))]
 #[tokio::test]
-async fn concurrent_drivers_race_for_one_lease_and_one_wins(
-    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
-) {
+async fn concurrent_drivers_race_for_one_lease_and_one_wins(#[case] backend: Backend) {
     use std::time::Duration;
     let t = TestDb::new(backend).await;
     let (_, exec) = execution(&t).await;
@@ -1915,9 +1929,11 @@ async fn concurrent_drivers_race_for_one_lease_and_one_wins(
 }
 
 #[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[cfg_attr(feature = "integration", case::postgres(Backend::Postgres))]
 #[tokio::test]
 async fn executions_without_a_live_driver_are_found_and_temporal_ones_take_no_lease(
-    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
+    #[case] backend: Backend,
 ) {
     use std::time::Duration;
     let t = TestDb::new(backend).await;
@@ -2027,10 +2043,10 @@ async fn settle_with_cost_event(
 }
 
 #[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[cfg_attr(feature = "integration", case::postgres(Backend::Postgres))]
 #[tokio::test]
-async fn a_charge_and_its_cost_event_commit_together_or_not_at_all(
-    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
-) {
+async fn a_charge_and_its_cost_event_commit_together_or_not_at_all(#[case] backend: Backend) {
     let t = TestDb::new(backend).await;
     let (_, exec) = execution(&t).await;
 
@@ -2109,10 +2125,10 @@ async fn a_charge_and_its_cost_event_commit_together_or_not_at_all(
 }
 
 #[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[cfg_attr(feature = "integration", case::postgres(Backend::Postgres))]
 #[tokio::test]
-async fn a_step_result_and_its_events_commit_together_or_not_at_all(
-    #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
-) {
+async fn a_step_result_and_its_events_commit_together_or_not_at_all(#[case] backend: Backend) {
     let t = TestDb::new(backend).await;
     let (_, exec) = execution(&t).await;
     let step = t
