@@ -36,21 +36,26 @@
 //! # Ok::<(), wflo_cost::Error>(())
 //! ```
 
+mod budget;
+mod config;
 mod error;
 mod prices;
+mod report;
 mod tokens;
 mod tracker;
 mod usage;
 
+pub use budget::{
+    BudgetPolicy, BudgetReservation, BudgetState, Period, ReserveRequest, Scope, Settled,
+    ThresholdAlert, Tracked,
+};
+pub use config::{CostConfig, CostConfigBuilder};
 pub use error::{Error, Result};
 pub use prices::{EMBEDDED_PRICES, ModelPrice, PriceCatalog, PriceCatalogBuilder, PricedModel};
+pub use report::{CostQuery, CostSummary};
 pub use tokens::{
     CLAUDE_ESTIMATE_PERCENT, ChatMessage, REPLY_PRIMING_TOKENS, TOKENS_PER_MESSAGE,
     TOKENS_PER_NAME, TokenCount, Tokenizer,
 };
-pub use tracker::{
-    BUDGET_ALERT_EVENT, BudgetPolicy, BudgetReservation, BudgetState, COSTS_TOPIC, CostConfig,
-    CostConfigBuilder, CostQuery, CostSummary, CostTracker, EVENT_SOURCE, Period, ReserveRequest,
-    Scope, Settled, ThresholdAlert, Tracked,
-};
+pub use tracker::{BUDGET_ALERT_EVENT, COSTS_TOPIC, CostTracker, EVENT_SOURCE};
 pub use usage::{CostBreakdown, CostEstimate, TokenUsage};
