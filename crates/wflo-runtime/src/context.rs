@@ -536,7 +536,9 @@ impl Ctx {
                 .costs
                 .catalog()
                 .estimate(&call.model, &messages, u64::from(max_tokens))?;
-        let request_id = format!("{}:{key}", self.execution);
+        // One reservation per attempt: a retry, or a resume after the reservations of an
+        // abandoned run were released, must not find the earlier attempt's closed one.
+        let request_id = format!("{}:{key}:{}", self.execution, step.attempt);
         let reservation = inner
             .costs
             .reserve(&ReserveRequest {
@@ -660,16 +662,23 @@ impl Ctx {
                 (resp.text, resp.model, usage, finish)
             }
         };
-        let settled = match inner
+        let cost = match inner
             .costs
             .settle(&reservation, Some(step.id), &usage)
             .await
         {
-            Ok(s) => Some(s),
-            Err(wflo_cost::Error::ReservationClosed { .. }) => None,
+            Ok(s) => s.charged_usd,
+            // The reservation was freed meanwhile (it expired during a long call, or the run
+            // was interrupted): the call was paid all the same, so it is charged without one.
+            Err(wflo_cost::Error::ReservationClosed { .. }) => {
+                inner
+                    .costs
+                    .track(self.execution, Some(step.id), &usage)
+                    .await?
+                    .charged_usd
+            }
             Err(e) => return Err(e.into()),
         };
-        let cost = settled.as_ref().map(|s| s.charged_usd).unwrap_or_default();
         if let (Some(cache), Some(ck)) = (&inner.cache, &cache_key) {
             cache
                 .set(

@@ -646,17 +646,12 @@ async fn a_transient_provider_failure_is_retried_until_it_answers() {
     assert!(failures.iter().all(|f| f.contains("503")), "{failures:?}");
 }
 
-/// A retry must reserve again and be charged: the failed attempt released its reservation, and
-/// the retry reserves under the same request id (`execution:step`).
-///
-/// Known bug (found by this suite): the ledger answers the retry's reservation with the
-/// released one (`ReserveOutcome::Existing`), so the retried call runs with nothing held and its
-/// settle finds the reservation closed: the paid answer is never charged and the budget can be
-/// overshot. Here, with room for one call, step `one` fails once and is retried, and step `two`
-/// is then let through: three calls, two of them paid, $0.000042 spent on a $0.00004 budget,
-/// $0 recorded. Run it with `cargo test -p wflo-runtime --test engine -- --ignored`.
+/// A retry must reserve again and be charged: the failed attempt released its reservation, so
+/// the retry reserves under its own request id (`execution:step:attempt`). Found by this suite:
+/// when every attempt shared `execution:step`, the ledger answered the retry with the released
+/// reservation, the paid answer went uncharged and step `two` was let through (three calls, two
+/// paid, $0 recorded on a $0.00004 budget).
 #[tokio::test]
-#[ignore = "known bug: a retried llm attempt reuses its released budget reservation, so it is neither held to the budget nor charged"]
 async fn a_retried_call_is_held_to_the_budget_and_charged() {
     let llm = FakeLlm::failing_first(1, "an answer");
     let engine = engine(Some(&llm), |b| b).await;
