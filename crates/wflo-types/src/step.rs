@@ -143,6 +143,9 @@ pub struct ApprovalOutput {
 pub struct CheckpointOutput {
     /// The snapshot's version within the execution.
     pub snapshot_version: i32,
+    /// The snapshot's id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot_id: Option<Uuid>,
 }
 
 /// What a tool step stored: the tool's own JSON answer.
@@ -250,9 +253,15 @@ mod tests {
         assert_eq!(
             StepOutput::read(StepKind::Checkpoint, &checkpoint).unwrap(),
             StepOutput::Checkpoint(CheckpointOutput {
-                snapshot_version: 3
+                snapshot_version: 3,
+                snapshot_id: None,
             })
         );
+        // As the runtime stored it: with the snapshot's id.
+        let checkpoint = json!({"snapshot_version": 4,
+                                "snapshot_id": "0193a0c4-5c1e-7b2a-9d4e-1f2a3b4c5d6e"});
+        let out = StepOutput::read(StepKind::Checkpoint, &checkpoint).unwrap();
+        assert_eq!(out.to_value(), checkpoint);
         let tool = json!({"anything": [1, 2]});
         assert_eq!(
             StepOutput::read(StepKind::Tool, &tool).unwrap().to_value(),
