@@ -480,7 +480,7 @@ impl Bus {
                                 retriable: false,
                             },
                         };
-                        if matches!(err, Error::UnknownTopic { .. }) || err.is_retriable() {
+                        if matches!(err, Error::UnknownTopic { .. }) || err.is_retryable() {
                             self.forget_topic_clients(topic, partition);
                         }
                         Err(err)
@@ -490,7 +490,7 @@ impl Bus {
         };
         attempt
             .retry(self.inner.config.retry.backoff())
-            .when(Error::is_retriable)
+            .when(Error::is_retryable)
             .await
     }
 
@@ -521,7 +521,7 @@ impl Bus {
             Err(_) => Err(self.timed_out(format!("sending to {topic}/{partition}"))),
         };
         if let Err(e) = &res
-            && (matches!(e, Error::UnknownTopic { .. }) || e.is_retriable())
+            && (matches!(e, Error::UnknownTopic { .. }) || e.is_retryable())
         {
             self.forget_topic_clients(topic, partition);
         }

@@ -639,7 +639,7 @@ async fn fetch_loop(
                 }
             }
             Err(e) => {
-                if matches!(e, Error::UnknownTopic { .. }) || e.is_retriable() {
+                if matches!(e, Error::UnknownTopic { .. }) || e.is_retryable() {
                     bus.forget_topic(&topic);
                 }
                 if tx.send(Err(e)).await.is_err() {

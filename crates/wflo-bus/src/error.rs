@@ -80,7 +80,7 @@ impl From<wflo_types::Error> for Error {
 
 impl Error {
     /// Whether retrying the same operation later may succeed.
-    pub fn is_retriable(&self) -> bool {
+    pub fn is_retryable(&self) -> bool {
         matches!(
             self,
             Error::Unreachable { .. }

@@ -277,7 +277,7 @@ async fn unreachable_broker_is_a_typed_error_naming_the_servers() {
         err.to_string().contains(&format!("127.0.0.1:{port}")),
         "{err}"
     );
-    assert!(err.is_retriable());
+    assert!(err.is_retryable());
 }
 
 #[tokio::test]

@@ -111,7 +111,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// Whether the error is about reaching the server (unreachable, lost connection, timeout):
     /// such calls may succeed when retried later.
-    pub fn is_transient(&self) -> bool {
+    pub fn is_retryable(&self) -> bool {
         matches!(
             self,
             Error::Unreachable { .. } | Error::ConnectionLost { .. } | Error::Timeout { .. }

@@ -155,7 +155,7 @@ async fn frozen_server_times_out_with_a_typed_error() {
         took >= Duration::from_millis(450) && took < Duration::from_secs(3),
         "{took:?}"
     );
-    assert!(err.is_transient());
+    assert!(err.is_retryable());
 }
 
 #[tokio::test]
@@ -209,7 +209,7 @@ async fn redis_restart_mid_test_fails_typed_then_recovers() {
     server.stop();
     let err = c.get("k").await.unwrap_err();
     assert!(matches!(err, Error::ConnectionLost { .. }), "{err:?}");
-    assert!(err.is_transient());
+    assert!(err.is_retryable());
     let err = locks.try_acquire("job", &opts).await.unwrap_err();
     assert!(matches!(err, Error::ConnectionLost { .. }), "{err:?}");
     let err = cache.get::<Reply>(&key).await.unwrap_err();
@@ -223,7 +223,7 @@ async fn redis_restart_mid_test_fails_typed_then_recovers() {
         match c.health().await {
             Ok(_) => break,
             Err(e) => {
-                assert!(e.is_transient(), "{e:?}");
+                assert!(e.is_retryable(), "{e:?}");
                 assert!(
                     started.elapsed() < Duration::from_secs(10),
                     "no reconnection: {e}"

@@ -163,6 +163,10 @@ impl Config {
     pub fn llm(&self) -> &LlmSettings {
         &self.llm
     }
+    /// The prices file read over the embedded catalogue, if configured.
+    pub fn prices_file(&self) -> Option<&std::path::Path> {
+        self.prices_file.as_deref()
+    }
     /// The Docker socket the sandbox uses.
     pub fn docker_socket(&self) -> String {
         self.docker_socket
@@ -318,6 +322,28 @@ impl ConfigBuilder {
     /// The sandbox image.
     pub fn sandbox_image(mut self, image: impl Into<String>) -> Self {
         self.0.sandbox_image = Some(image.into());
+        self
+    }
+    /// The Temporal namespace (default `default`).
+    pub fn temporal_namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.0.temporal_namespace = namespace.into();
+        self
+    }
+    /// The Temporal task queue (default `wflo-tasks`).
+    pub fn temporal_task_queue(mut self, queue: impl Into<String>) -> Self {
+        self.0.temporal_task_queue = queue.into();
+        self
+    }
+    /// The Docker engine socket the sandbox uses (`unix:///var/run/docker.sock`,
+    /// `tcp://host:2375`; default the local socket).
+    pub fn docker_socket(mut self, socket: impl Into<String>) -> Self {
+        self.0.docker_socket = Some(socket.into());
+        self
+    }
+    /// A TOML prices file overriding or adding to the embedded catalogue (read when Wflo
+    /// connects).
+    pub fn prices_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.0.prices_file = Some(path.into());
         self
     }
     /// LLM settings.

@@ -10,6 +10,9 @@
 //! * **Everything recorded**: runs, steps, costs and decisions in PostgreSQL or SQLite, events
 //!   through a transactional outbox to Kafka ([`db`], [`bus`]).
 //!
+//! Every failure is an [`Error`]: which layer failed, what kind of failure it is
+//! ([`Error::kind`]) and whether trying again may help ([`Error::is_retryable`]).
+//!
 //! [`Config::from_env`] is the only place Wflo reads environment variables; every service but
 //! the database is optional, and the embedded default needs none:
 //!
@@ -28,58 +31,136 @@
 //! ```
 
 mod config;
+mod error;
 
 pub use config::{Config, ConfigBuilder, DEFAULT_DATABASE_URL, LlmSettings};
+pub use error::{Error, ErrorKind, Result};
 
 use std::sync::Arc;
 
 /// The error of running workflows ([`Engine`] methods return it).
 pub use wflo_runtime::Error as RuntimeError;
 pub use wflo_runtime::{
-    ApprovalCall, ApprovalPolicy, CodeCall, Ctx, Engine, EngineBuilder, EngineConfig, FnTool,
-    InputDef, LlmCall, Observer, Policies, RetryPolicy, RollbackOutcome, RunOptions, RunOutcome,
-    StepDef, StepKind, Tool, WorkflowBuilder, WorkflowDef, action_fingerprint, extract_code,
+    ApprovalCall, ApprovalPolicy, ApprovalTicket, CodeCall, Ctx, Engine, EngineBuilder,
+    EngineConfig, EngineConfigBuilder, FnTool, InputDef, LlmCall, Observer, PlannedStep, Policies,
+    RetryPolicy, RollbackOutcome, RunOptions, RunOutcome, StepDef, StepKind, StepReport, Tool,
+    WorkflowBuilder, WorkflowDef, action_fingerprint, extract_code,
 };
 
 /// The shared vocabulary: statuses, token usage, events and their payloads, step kinds and
 /// typed step outputs — the same types every layer (and the HTTP API) speaks.
+///
+/// ```
+/// use wflo_core::types::{ExecutionStatus, RunLabels, StepStatus, TokenUsage, canonical_json};
+///
+/// let labels = RunLabels::workflow("hello");
+/// assert_eq!(labels.workflow, "hello");
+/// assert_eq!(ExecutionStatus::Completed.as_str(), "COMPLETED");
+/// assert_eq!(StepStatus::Failed.as_str(), "FAILED");
+/// let _ = TokenUsage::default();
+/// assert_eq!(canonical_json(&serde_json::json!({"b": 1, "a": 2})), r#"{"a":2,"b":1}"#);
+/// ```
 pub mod types {
     pub use wflo_types::{
         AlertType, ApprovalOutput, ApprovalPayload, ApprovalStatus, AuditPayload, CheckpointOutput,
         CodeOutput, CostPayload, Error, EventEnvelope, EventPayload, EventType, ExecutionStatus,
-        LlmOutput, RollbackStatus, SandboxPayload, StepKind, StepOutput, StepStatus,
-        StepStatusPayload, TokenUsage, ToolOutput, Usd, WorkflowStatusPayload, topic,
+        LlmOutput, RollbackStatus, RunLabels, SCHEMA_VERSION, SandboxPayload, StepKind, StepOutput,
+        StepStatus, StepStatusPayload, TokenUsage, ToolOutput, Usd, WorkflowStatusPayload,
+        canonical_json, redact_url, topic,
     };
 }
 
-/// Persistence: executions, steps, snapshots, approvals, rollbacks, the outbox.
+/// Persistence: executions, steps, snapshots, approvals, rollbacks, budgets, the cost ledger,
+/// the outbox — the repositories and the rows they take and return.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), wflo_core::Error> {
+/// use wflo_core::db::{Db, DbConfig, Executor as _, NewDefinition, NewExecution};
+///
+/// let db = Db::connect(&DbConfig::builder("sqlite::memory:").build()?).await?;
+/// let def = db
+///     .definitions()
+///     .create(NewDefinition::new("hello", serde_json::json!({"steps": []})))
+///     .await?;
+/// let exec = db
+///     .executions()
+///     .create(NewExecution::new(def.id, serde_json::json!({})))
+///     .await?;
+/// assert_eq!(db.executions().get(exec.id).await?.id, exec.id);
+/// # Ok(()) }
+/// ```
 pub mod db {
     /// The persistence layer's error (inside [`crate::Error::Db`]).
     pub use wflo_db::Error;
     pub use wflo_db::{
-        Approval, ApprovalStatus, Backend, Db, DbConfig, Definition, Driver, Execution,
-        ExecutionEngine, ExecutionStatus, Executor, Lease, RiskLevel, Rollback, RollbackStatus,
-        SchemaStatus, Snapshot, Step, StepStatus, TimeoutPolicy, Tokens, Tx, redact,
+        AlertEventFn, Approval, ApprovalDecision, ApprovalStatus, Approvals, Backend, Budget,
+        BudgetAlert, BudgetKey, BudgetOp, BudgetOpOutcome, Budgets, ChargeRecorded,
+        ConsumerOffsets, CostEntry, CostEventFn, CostFilter, CostTotals, Costs, Db, DbConfig,
+        DbConfigBuilder, Definition, Definitions, Driver, Execution, ExecutionEngine,
+        ExecutionStatus, Executions, Executor, Lease, LedgerTokens, NewApproval, NewBudget,
+        NewCostEntry, NewDefinition, NewExecution, NewOutboxEvent, NewReservation, NewRollback,
+        NewStep, Outbox, OutboxEvent, Outcome, Reservation, ReservationStatus, ReserveOutcome,
+        RiskLevel, Rollback, RollbackStatus, Rollbacks, SchemaStatus, Settle, Settlement, Snapshot,
+        Snapshots, Step, StepStatus, Steps, ThresholdCrossed, TimeoutPolicy, Tokens, Tx, money,
+        redact,
     };
 }
 
-/// Prices, token counting, cost tracking and budgets.
+/// Prices, token counting, cost tracking and budgets: reserve the worst case before a call,
+/// settle the provider's usage after it.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), wflo_core::Error> {
+/// use rust_decimal::Decimal;
+/// use wflo_core::cost::{
+///     BudgetReservation, CostConfig, CostTracker, PriceCatalog, ReserveRequest, Scope, Settled,
+///     TokenUsage,
+/// };
+/// use wflo_core::db::{Db, DbConfig};
+///
+/// let db = Db::connect(&DbConfig::builder("sqlite::memory:").build()?).await?;
+/// let costs = CostTracker::new(db, PriceCatalog::embedded().clone(), CostConfig::default());
+/// let reservation: BudgetReservation = costs
+///     .reserve(&ReserveRequest {
+///         request_id: "call-1".into(),
+///         scopes: vec![Scope::Tenant("acme".into())],
+///         amount_usd: Decimal::new(1, 2),
+///         execution_id: None,
+///         labels: None,
+///     })
+///     .await?;
+/// let usage = TokenUsage::new("gpt-4o-mini", 1_000, 200);
+/// let settled: Settled = costs.settle(&reservation, None, &usage).await?;
+/// assert!(settled.charged_usd > Decimal::ZERO);
+/// # Ok(()) }
+/// ```
 pub mod cost {
     /// The cost layer's error (inside [`crate::Error::Cost`]).
     pub use wflo_cost::Error;
     pub use wflo_cost::{
-        BudgetPolicy, BudgetState, CostBreakdown, CostConfig, CostEstimate, CostQuery, CostSummary,
-        CostTracker, Period, PriceCatalog, Scope, TokenUsage,
+        BUDGET_ALERT_EVENT, BudgetPolicy, BudgetReservation, BudgetState, CLAUDE_ESTIMATE_PERCENT,
+        COSTS_TOPIC, ChatMessage, CostBreakdown, CostConfig, CostConfigBuilder, CostEstimate,
+        CostQuery, CostSummary, CostTracker, EMBEDDED_PRICES, EVENT_SOURCE, ModelPrice, Period,
+        PriceCatalog, PriceCatalogBuilder, PricedModel, REPLY_PRIMING_TOKENS, ReserveRequest,
+        Scope, Settled, TOKENS_PER_MESSAGE, TOKENS_PER_NAME, ThresholdAlert, TokenCount,
+        TokenUsage, Tokenizer, Tracked,
     };
+    /// The labels of a run (workflow, trace and correlation ids) a [`ReserveRequest`] carries.
+    pub use wflo_types::RunLabels;
 }
 
-/// LLM providers.
+/// LLM providers: requests, responses, configuration, retries and the circuit breaker, replay.
 pub mod llm {
     /// The providers' error (inside [`crate::Error::Llm`]).
     pub use wflo_llm::Error;
     pub use wflo_llm::{
-        ChatRequest, ChatResponse, LlmProvider, ProviderConfig, ReplayProvider, Usage,
-        create_provider,
+        ANTHROPIC_API_KEY_VAR, ANTHROPIC_BASE_URL, AnthropicProvider, ApiKey, AuthScheme,
+        BreakerConfig, BreakerConfigBuilder, ChatRequest, ChatRequestBuilder, ChatResponse,
+        ChatStream, CircuitState, FinishReason, LlmProvider, MaxTokensField, Message,
+        OPENAI_API_KEY_VAR, OPENAI_BASE_URL, OpenAiProvider, ProviderConfig, ProviderConfigBuilder,
+        ProviderFactory, ProviderRegistry, ReplayProvider, ResponseFormat, RetryConfig,
+        RetryConfigBuilder, Role, StreamEvent, Tool, ToolCall, ToolChoice, Usage, create_provider,
+        request_hash,
     };
 }
 
@@ -88,16 +169,58 @@ pub mod sandbox {
     /// The sandbox's error (inside [`crate::Error::Sandbox`]).
     pub use wflo_sandbox::Error;
     pub use wflo_sandbox::{
-        ExecRequest, ExecStatus, ExecutionResult, Language, Limits, NetworkPolicy, SandboxConfig,
-        SandboxRuntime,
+        DEFAULT_DOCKER_SOCKET, DEFAULT_IMAGE, ExecRequest, ExecRequestBuilder, ExecStatus,
+        ExecutionResult, Language, Limits, MAX_ENV_BYTES, MAX_ENV_VAR_BYTES, MAX_ENV_VARS,
+        MAX_FILES, MAX_FILES_BYTES, MAX_STDIN_BYTES, ManagedContainer, NetworkPolicy,
+        SandboxConfig, SandboxConfigBuilder, SandboxRuntime,
     };
 }
 
-/// Redis locks and the LLM response cache (and their in-process twins).
+/// Fenced distributed locks and the LLM response cache, on Redis or in-process.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), wflo_core::Error> {
+/// use std::time::Duration;
+/// use wflo_core::cache::{
+///     CacheValue, DistributedLock, LlmCache, LlmCacheConfig, LlmCacheKey, LockOptions,
+/// };
+///
+/// let locks = DistributedLock::in_process();
+/// let opts = LockOptions::builder(Duration::from_secs(5)).no_renewal().build()?;
+/// let first = locks.try_acquire("report", &opts).await?.expect("free");
+/// assert!(locks.try_acquire("report", &opts).await?.is_none());
+/// let token = first.fencing_token();
+/// first.release().await?;
+/// let second = locks.try_acquire("report", &opts).await?.expect("released");
+/// assert!(second.fencing_token() > token, "a later holder has a larger fencing token");
+///
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// struct Answer(String);
+/// impl CacheValue for Answer {
+///     const KIND: &'static str = "answer";
+///     const SCHEMA_VERSION: u32 = 1;
+/// }
+///
+/// let cache = LlmCache::in_process(100, LlmCacheConfig::builder().build()?);
+/// let key = LlmCacheKey::builder("app", "gpt-4o-mini")
+///     .messages(serde_json::json!([{"role": "user", "content": "hi"}]))
+///     .temperature(0.0)
+///     .build()?;
+/// cache.set(&key, &Answer("hello".into())).await?;
+/// let hit: Option<Answer> = cache.get(&key).await?;
+/// assert_eq!(hit.map(|a| a.0).as_deref(), Some("hello"));
+/// # Ok(()) }
+/// ```
 pub mod cache {
     /// Redis's error (inside [`crate::Error::Cache`]).
     pub use wflo_cache::Error;
-    pub use wflo_cache::{LlmCache, LlmCacheConfig, RedisClient, RedisConfig};
+    pub use wflo_cache::{
+        CacheStats, CacheValue, CancellationToken, DistributedLock, FencingToken, Health,
+        InProcessLocks, InProcessResponseCache, LlmCache, LlmCacheConfig, LlmCacheConfigBuilder,
+        LlmCacheKey, LlmCacheKeyBuilder, LockGuard, LockOptions, LockOptionsBuilder, LockService,
+        RedisClient, RedisConfig, RedisConfigBuilder, RedisLocks, RedisResponseCache,
+        ResponseCache, StoredEntry,
+    };
 }
 
 /// Events, the Kafka producer and consumer, and the outbox relay.
@@ -105,8 +228,15 @@ pub mod bus {
     /// The event bus's error (inside [`crate::Error::Bus`]).
     pub use wflo_bus::Error;
     pub use wflo_bus::{
-        Bus, BusConfig, CancellationToken, EventEnvelope, EventPayload, EventType, Relay,
-        RelayConfig, RelayCounts,
+        AlertType, ApprovalPayload, AuditPayload, Bus, BusConfig, BusConfigBuilder,
+        CancellationToken, CleanupPolicy, Compression, Consumer, ConsumerConfig,
+        ConsumerConfigBuilder, ConsumerCounts, CostPayload, Delivery, Event, EventEnvelope,
+        EventPayload, EventType, HEADER_DLQ_GROUP, HEADER_DLQ_OFFSET, HEADER_DLQ_PARTITION,
+        HEADER_DLQ_REASON, HEADER_DLQ_TOPIC, HEADER_EVENT_ID, HEADER_EVENT_TYPE, Handler,
+        HandlerError, Message, OutgoingMessage, PartitionStream, Relay, RelayConfig,
+        RelayConfigBuilder, RelayCounts, RetryPolicy, SCHEMA_VERSION, SandboxPayload, StartFrom,
+        StepStatusPayload, TopicInfo, TopicSpec, TxHandler, WorkflowStatusPayload,
+        dead_letter_name, names, standard_topics,
     };
 }
 
@@ -117,9 +247,10 @@ pub mod temporal {
     /// The Temporal engine's error (inside [`crate::Error::Temporal`]).
     pub use wflo_temporal::Error;
     pub use wflo_temporal::{
-        ApprovalSignal, PendingApproval, Poller, RunStatus, StartedRun, TemporalClient,
-        TemporalConfig, TemporalWorker, WfloOutcome, WfloStatus, WorkerBuilder, WorkerHandle,
-        wflo_workflow_id,
+        ActivityRetry, ApprovalSignal, DEFAULT_ADDRESS, DEFAULT_NAMESPACE, DEFAULT_TASK_QUEUE,
+        PendingApproval, Poller, RunStatus, StartedRun, TemporalClient, TemporalConfig,
+        TemporalConfigBuilder, TemporalWorker, WfloOutcome, WfloStatus, WorkerBuilder,
+        WorkerHandle, WorkflowRun, wflo_workflow_id,
     };
 }
 
@@ -157,42 +288,6 @@ pub struct Decided {
     /// How the run learns of it.
     pub delivery: Delivery,
 }
-
-/// Everything that can fail in Wflo, by layer.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    /// A configuration value is missing or wrong.
-    #[error("configuration: {0}")]
-    Config(String),
-    /// Running workflows.
-    #[error(transparent)]
-    Runtime(#[from] wflo_runtime::Error),
-    /// The database.
-    #[error(transparent)]
-    Db(#[from] wflo_db::Error),
-    /// Costs and budgets.
-    #[error(transparent)]
-    Cost(#[from] wflo_cost::Error),
-    /// LLM providers.
-    #[error(transparent)]
-    Llm(#[from] wflo_llm::Error),
-    /// The sandbox.
-    #[error(transparent)]
-    Sandbox(#[from] wflo_sandbox::Error),
-    /// Redis.
-    #[error(transparent)]
-    Cache(#[from] wflo_cache::Error),
-    /// Kafka.
-    #[error(transparent)]
-    Bus(#[from] wflo_bus::Error),
-    /// Temporal.
-    #[error(transparent)]
-    Temporal(#[from] wflo_temporal::Error),
-}
-
-/// `Result` with [`Error`].
-pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Config {
     /// The sandbox image code steps run in (`WFLO_SANDBOX_IMAGE`, else the default image).
@@ -357,8 +452,8 @@ impl Wflo {
             signal = signal.reason(r.clone());
         }
         match stored.status {
-            wflo_db::ApprovalStatus::Approved => client.wflo_approve(workflow_id, signal).await?,
-            _ => client.wflo_reject(workflow_id, signal).await?,
+            wflo_db::ApprovalStatus::Approved => client.approve(workflow_id, signal).await?,
+            _ => client.reject(workflow_id, signal).await?,
         }
         let pollers = client.pollers().await?;
         Ok(Delivery::Temporal {

@@ -137,7 +137,7 @@ pub enum Error {
 impl Error {
     /// True for failures a later call might not see (429, 5xx, timeouts, connection errors,
     /// an open breaker).
-    pub fn is_transient(&self) -> bool {
+    pub fn is_retryable(&self) -> bool {
         match self {
             Error::Status { status, .. } => *status == 429 || *status >= 500,
             Error::Timeout { .. } | Error::Connection { .. } | Error::CircuitOpen { .. } => true,

@@ -419,7 +419,7 @@ impl HttpCore {
 pub(crate) fn outcome<T>(r: &Result<T>) -> Outcome {
     match r {
         Ok(_) => Outcome::Success,
-        Err(e) if e.is_transient() => Outcome::Failure,
+        Err(e) if e.is_retryable() => Outcome::Failure,
         Err(Error::MalformedResponse { .. } | Error::Stream { .. }) => Outcome::Failure,
         Err(_) => Outcome::Neutral,
     }

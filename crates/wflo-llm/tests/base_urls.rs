@@ -175,5 +175,5 @@ async fn a_404_names_the_url_that_answered_and_what_to_check() {
         )),
         "{msg}"
     );
-    assert!(!err.is_transient(), "a 404 is not retried: {msg}");
+    assert!(!err.is_retryable(), "a 404 is not retried: {msg}");
 }

@@ -137,7 +137,7 @@ async fn server_errors_until_retries_run_out_give_a_typed_error_with_the_attempt
         }
         e => panic!("{e:?}"),
     }
-    assert!(err.is_transient());
+    assert!(err.is_retryable());
     assert_eq!(err.attempts(), Some(3));
     assert!(err.to_string().contains("after 3 attempt(s)"), "{err}");
     assert_eq!(hits(&server).await, 3);

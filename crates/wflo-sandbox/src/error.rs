@@ -129,6 +129,13 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// Whether running the same request again later may succeed: the Docker engine did not
+    /// answer (it may be starting or restarting). A refused request, a missing image, a
+    /// program that ran past its timeout and a shut-down runtime fail the same way again.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::DaemonUnreachable { .. })
+    }
+
     pub(crate) fn docker(operation: &'static str, err: bollard::errors::Error) -> Self {
         Error::Docker {
             operation,
