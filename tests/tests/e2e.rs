@@ -928,3 +928,69 @@ async fn an_embedders_trace_and_correlation_ids_label_the_run_and_every_event(
     assert_eq!(t.executions().recent(100).await.unwrap().len(), before);
     w.shutdown().await;
 }
+
+// ------------------------------------------------------------------ who retries
+
+/// A fake provider answering every chat completion with HTTP `status`.
+async fn failing_llm(status: u16) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(
+            ResponseTemplate::new(status)
+                .set_body_json(json!({"error": {"message": "no", "type": "server_error"}})),
+        )
+        .mount(&server)
+        .await;
+    server
+}
+
+/// A step allowed three attempts, on an HTTP provider that retries by itself.
+const RETRIED_CALL: &str = r#"
+name: retried-call
+steps:
+  - id: ask
+    kind: llm
+    model: gpt-4o-mini
+    prompt: "say hi"
+    max_tokens: 20
+    retry: {max_attempts: 3, backoff_ms: 10}
+"#;
+
+/// One layer retries each failure: a 401 is asked once (no layer retries it), and a 503
+/// storm is retried by the provider alone (its attempts), not again by the step's policy.
+#[rstest]
+#[case::unauthorized(401, 1)]
+#[case::unavailable(503, 4)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_failure_is_retried_by_one_layer(#[case] status: u16, #[case] expected: usize) {
+    let t = TestDb::new(Backend::Sqlite).await;
+    let llm = failing_llm(status).await;
+    let w = wflo(&t, Some(&llm)).await;
+    let def = WorkflowDef::from_yaml(RETRIED_CALL).unwrap();
+    let err = w
+        .engine()
+        .run(
+            &def,
+            RunOptions {
+                budget_usd: Some(dec!(1)),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains(&format!("http {status}")), "{err}");
+    assert_eq!(
+        calls(&llm).await,
+        expected,
+        "http {status}: the provider's default is 4 attempts and the step allows 3"
+    );
+    let exec = t.executions().recent(1).await.unwrap().remove(0);
+    assert_eq!(exec.status, ExecutionStatus::Failed);
+    assert_eq!(
+        exec.cost_usd,
+        Decimal::ZERO,
+        "nothing answered, nothing charged"
+    );
+    w.shutdown().await;
+}

@@ -145,8 +145,14 @@ impl From<wflo_cost::Error> for Error {
 }
 
 impl Error {
-    /// Whether retrying the step may help (refusals and decisions are final).
+    /// Whether retrying the step may help (refusals and decisions are final). One layer
+    /// retries each failure: an LLM error is retried here only when its provider did not
+    /// already retry it (the HTTP providers retry 429, 5xx, timeouts and broken connections
+    /// themselves; an error they give up on, or a 401, is not asked again).
     pub fn is_retryable(&self) -> bool {
+        if let Error::Llm(e) = self {
+            return e.is_retryable() && e.attempts().is_none_or(|n| n <= 1);
+        }
         !matches!(
             self,
             Error::Definition { .. }
