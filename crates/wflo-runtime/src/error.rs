@@ -145,10 +145,12 @@ impl From<wflo_cost::Error> for Error {
 }
 
 impl Error {
-    /// Whether retrying the step may help (refusals and decisions are final). One layer
-    /// retries each failure: an LLM error is retried here only when its provider did not
-    /// already retry it (the HTTP providers retry 429, 5xx, timeouts and broken connections
-    /// themselves; an error they give up on, or a 401, is not asked again).
+    /// Whether retrying may help (refusals and decisions are final). One layer retries each
+    /// failure: an LLM error is retried by the step only when its provider did not already
+    /// retry it (the HTTP providers retry 429, 5xx, timeouts and broken connections themselves;
+    /// an error they gave up on, or a 401, is not asked again); a step that used up its own
+    /// attempts (`StepFailed`) is not run again by an outer layer (a Temporal activity), which
+    /// retries only what failed around the step (the database, the sandbox's daemon).
     pub fn is_retryable(&self) -> bool {
         if let Error::Llm(e) = self {
             return e.is_retryable() && e.attempts().is_none_or(|n| n <= 1);
@@ -165,6 +167,8 @@ impl Error {
                 | Error::NotConfigured(_)
                 | Error::InvalidState(_)
                 | Error::Cost(_)
+                // The step's own retry policy has run its course.
+                | Error::StepFailed { .. }
         )
     }
 }

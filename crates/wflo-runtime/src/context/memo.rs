@@ -129,6 +129,10 @@ impl Ctx {
                     if attempt >= retry.max_attempts {
                         return Err(match e {
                             Error::Timeout { .. } if retry.max_attempts == 1 => e,
+                            // Not the step's failure but its surroundings': left for an outer
+                            // layer (a Temporal activity) to retry.
+                            Error::Db(_) => e,
+                            Error::Sandbox(ref s) if s.is_retryable() => e,
                             other => Error::StepFailed {
                                 step: key.to_string(),
                                 attempts: attempt,
