@@ -1,18 +1,18 @@
-//! Activities: the side effects of the workflows (greeting, sandboxed code). Thin: the work is
-//! done by the crates that own it (wflo-sandbox).
+//! Activities: the side effects of the workflows. Thin: every step of a Wflo execution (a
+//! definition's steps, a code run's one `code` step) is wflo-runtime's step logic, driven
+//! through its one-step API.
 #![allow(unreachable_pub)]
 
 use crate::types::{
-    ApprovalTicket, CancelExecution, CloseApproval, CodeExecutionOutput, CodeExecutionRequest,
-    FinishExecution, PlannedStep, StepDone, StepRef, WfloInput, WfloOutcome,
+    ApprovalTicket, CODE_STEP, CancelExecution, CloseApproval, CodeExecutionOutput,
+    CodeExecutionRequest, CodeRun, FinishExecution, PlannedStep, StepDone, StepRef, WfloInput,
+    WfloOutcome,
 };
 use std::sync::Arc;
 use std::time::Duration;
 use temporalio_macros::activities;
 use temporalio_sdk::ApplicationFailure;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
-use tokio::sync::OnceCell;
-use wflo_sandbox::{SandboxConfig, SandboxRuntime};
 
 /// Marks an error as not worth retrying (bad input, misconfiguration).
 pub(crate) fn non_retryable(message: impl Into<String>) -> ActivityError {
@@ -35,57 +35,27 @@ pub struct WfloActivities {
 }
 
 struct Shared {
-    sandbox_config: Option<SandboxConfig>,
-    sandbox: OnceCell<Arc<SandboxRuntime>>,
     engine: Option<wflo_runtime::Engine>,
 }
 
 impl WfloActivities {
-    pub(crate) fn new(
-        sandbox_config: Option<SandboxConfig>,
-        engine: Option<wflo_runtime::Engine>,
-    ) -> Self {
+    pub(crate) fn new(engine: Option<wflo_runtime::Engine>) -> Self {
         WfloActivities {
-            shared: Arc::new(Shared {
-                sandbox_config,
-                sandbox: OnceCell::new(),
-                engine,
-            }),
+            shared: Arc::new(Shared { engine }),
         }
     }
 
     fn engine(&self) -> Result<&wflo_runtime::Engine, ActivityError> {
         self.shared.engine.as_ref().ok_or_else(|| {
             non_retryable(
-                "this worker has no wflo engine: give the worker one (WorkerBuilder::engine) to run WfloWorkflow",
+                "this worker has no wflo engine: give the worker one (WorkerBuilder::engine) to run WfloWorkflow or CodeExecutionWorkflow",
             )
         })
     }
-
-    async fn sandbox(&self) -> Result<Arc<SandboxRuntime>, ActivityError> {
-        let Some(config) = self.shared.sandbox_config.clone() else {
-            return Err(non_retryable(
-                "this worker has no sandbox: give the worker a SandboxConfig (WorkerBuilder::sandbox) to run code",
-            ));
-        };
-        self.shared
-            .sandbox
-            .get_or_try_init(|| async move { SandboxRuntime::new(config).await.map(Arc::new) })
-            .await
-            .cloned()
-            .map_err(|e| sandbox_error(&e))
-    }
-
-    /// Shuts the sandbox down (its containers are removed).
-    pub(crate) async fn shutdown(&self) {
-        if let Some(rt) = self.shared.sandbox.get() {
-            rt.shutdown().await;
-        }
-    }
 }
 
-/// Refusals and decisions (budget, rejection, stale approval, bad definition) are final; the
-/// rest (database, provider, sandbox hiccups) may be retried.
+/// Refusals, decisions and a step that used up its own attempts (a failed program included)
+/// are final; what failed around the step (the database, the sandbox's daemon) may be retried.
 fn runtime_error(e: &wflo_runtime::Error) -> ActivityError {
     if e.is_retryable() {
         retryable(e.to_string())
@@ -121,15 +91,6 @@ fn ticket(t: wflo_runtime::ApprovalTicket) -> ApprovalTicket {
     }
 }
 
-/// Bad requests and a missing image are not retried; an engine hiccup is.
-fn sandbox_error(e: &wflo_sandbox::Error) -> ActivityError {
-    use wflo_sandbox::Error as S;
-    match e {
-        S::DaemonUnreachable { .. } | S::Docker { .. } | S::ShutDown => retryable(e.to_string()),
-        _ => non_retryable(e.to_string()),
-    }
-}
-
 #[activities]
 impl WfloActivities {
     /// The seed's greeting.
@@ -138,36 +99,43 @@ impl WfloActivities {
         Ok(format!("Hello, {name}! Workflow executed successfully."))
     }
 
-    /// Runs a program in the sandbox. Heartbeats while it runs, so a cancelled workflow stops
-    /// the container (the execution future is dropped, which removes it).
+    /// Runs a program as the one `code` step of an execution (`CodeExecutionWorkflow`):
+    /// opens the execution of the code definition under the run's id (the same id again is the
+    /// same execution), runs the step through wflo-runtime (memoized, its `sandbox.execution`
+    /// event written with the step's update, limits from the engine's sandbox configuration)
+    /// and completes the execution. Heartbeats while the program runs, so a cancelled workflow
+    /// stops the container.
     #[activity]
     pub async fn run_code(
         self: Arc<Self>,
         ctx: ActivityContext,
-        request: CodeExecutionRequest,
+        run: CodeRun,
     ) -> Result<CodeExecutionOutput, ActivityError> {
-        let exec = request
-            .to_exec_request()
-            .map_err(|e| non_retryable(e.to_string()))?;
-        let sandbox = self.sandbox().await?;
-        let run = sandbox.execute(exec);
-        tokio::pin!(run);
-        loop {
-            tokio::select! {
-                result = &mut run => {
-                    return match result {
-                        Ok(r) => Ok(r.into()),
-                        Err(wflo_sandbox::Error::TimedOut(r)) => Ok((*r).into()),
-                        Err(e) => Err(sandbox_error(&e)),
-                    };
-                }
-                _ = ctx.cancelled() => return Err(ActivityError::cancelled()),
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {
-                    // Heartbeats carry cancellation to the activity.
-                    let _ = ctx.record_heartbeat(()).await;
-                }
-            }
-        }
+        let engine = self.engine()?.clone();
+        let def = CodeExecutionRequest::definition().map_err(|e| non_retryable(e.to_string()))?;
+        heartbeating(&ctx, async move {
+            let id = run.execution_id;
+            engine
+                .open_execution(&def, id, run.request.inputs(), None)
+                .await
+                .map_err(|e| runtime_error(&e))?;
+            let report = engine
+                .run_step(id, CODE_STEP)
+                .await
+                .map_err(|e| runtime_error(&e))?;
+            let output: wflo_types::CodeOutput = serde_json::from_value(report.output.clone())
+                .map_err(|e| {
+                    non_retryable(format!(
+                        "the code step of execution {id} stored an output this worker cannot read ({e}); upgrade the worker"
+                    ))
+                })?;
+            engine
+                .finish_execution(id, Ok(serde_json::json!({ CODE_STEP: report.output })))
+                .await
+                .map_err(|e| runtime_error(&e))?;
+            Ok(CodeExecutionOutput::of(id, output))
+        })
+        .await
     }
 
     /// Saves the execution (the save-execution activity): validates and stores the definition,

@@ -3,13 +3,12 @@
 use crate::config::TemporalConfig;
 use crate::error::chain;
 use crate::types::{
-    ActivityPolicy, ApprovalRequest, ApprovalState, CodeExecutionOutput, CodeExecutionRequest,
-    Decision, Poller, RunStatus, StartedRun, WorkflowRun,
+    ActivityPolicy, ApprovalSignal, CodeExecutionOutput, CodeExecutionRequest, PendingApproval,
+    Poller, RunStatus, StartedRun, WfloInput, WfloOutcome, WfloStatus, WorkflowRun,
 };
-use crate::types::{ApprovalSignal, PendingApproval, WfloInput, WfloOutcome, WfloStatus};
 use crate::workflows::{
-    ApprovalInput, ApprovalWorkflow, CodeExecutionInput, CodeExecutionWorkflow, NoopInput,
-    NoopWorkflow, SimpleWorkflow, WfloWorkflow,
+    CodeExecutionInput, CodeExecutionWorkflow, NoopInput, NoopWorkflow, SimpleWorkflow,
+    WfloWorkflow,
 };
 use crate::{Error, Result};
 use futures::StreamExt;
@@ -207,15 +206,20 @@ impl TemporalClient {
         self.result::<SimpleWorkflow>(workflow_id).await
     }
 
-    /// Starts `CodeExecutionWorkflow(code, timeout, limits)`; a request that fails validation
-    /// (unknown language, bad limits, empty code) is refused before anything starts.
+    /// Starts `CodeExecutionWorkflow(code, timeout)`: the program runs as the one `code` step
+    /// of a new execution (a UUIDv7 chosen here, in the output of
+    /// [`code_execution_result`](Self::code_execution_result)) through wflo-runtime, so it
+    /// leaves a step row and a `sandbox.execution` event like any code step; its limits are
+    /// the worker engine's sandbox configuration. A request that fails validation (unknown
+    /// language, empty code, bad timeout) is refused before anything starts.
     pub async fn start_code_execution(
         &self,
         workflow_id: &str,
         request: CodeExecutionRequest,
     ) -> Result<StartedRun> {
-        request.to_exec_request()?;
+        request.validate()?;
         let input = CodeExecutionInput {
+            execution_id: uuid::Uuid::now_v7(),
             request,
             policy: self.policy(),
         };
@@ -223,95 +227,11 @@ impl TemporalClient {
             .await
     }
 
-    /// Awaits `CodeExecutionWorkflow`'s sandbox result.
+    /// Awaits `CodeExecutionWorkflow`: the code step's output, or [`Error::WorkflowFailed`]
+    /// naming how the program ended (`code failed (exit 3): ...`, `code timed_out ...`) when it
+    /// did not succeed, or why it could not run.
     pub async fn code_execution_result(&self, workflow_id: &str) -> Result<CodeExecutionOutput> {
         self.result::<CodeExecutionWorkflow>(workflow_id).await
-    }
-
-    /// Starts an `ApprovalWorkflow` waiting for a decision.
-    pub async fn start_approval(
-        &self,
-        workflow_id: &str,
-        request: ApprovalRequest,
-    ) -> Result<StartedRun> {
-        if request.timeout.is_zero() {
-            return Err(Error::InvalidRequest(
-                "an approval needs a timeout greater than zero".into(),
-            ));
-        }
-        self.start(
-            ApprovalWorkflow::run,
-            workflow_id,
-            ApprovalInput { request },
-        )
-        .await
-    }
-
-    /// Approves (the `approve` signal); the first decision stands.
-    pub async fn approve(&self, workflow_id: &str, decision: Decision) -> Result<()> {
-        self.decide(workflow_id, true, decision).await
-    }
-
-    /// Rejects (the `reject` signal); the first decision stands.
-    pub async fn reject(&self, workflow_id: &str, decision: Decision) -> Result<()> {
-        self.decide(workflow_id, false, decision).await
-    }
-
-    async fn decide(&self, workflow_id: &str, approve: bool, decision: Decision) -> Result<()> {
-        if decision.approver.trim().is_empty() {
-            return Err(Error::InvalidRequest("an approver must be named".into()));
-        }
-        let handle = self
-            .client
-            .get_workflow_handle::<ApprovalWorkflow>(workflow_id);
-        let r = if approve {
-            handle
-                .signal(
-                    ApprovalWorkflow::approve,
-                    decision,
-                    WorkflowSignalOptions::default(),
-                )
-                .await
-        } else {
-            handle
-                .signal(
-                    ApprovalWorkflow::reject,
-                    decision,
-                    WorkflowSignalOptions::default(),
-                )
-                .await
-        };
-        r.map_err(|e| self.interaction_error(workflow_id, "signal", e))
-    }
-
-    /// Where an approval stands (the `status` query).
-    pub async fn approval_status(&self, workflow_id: &str) -> Result<ApprovalState> {
-        let handle = self
-            .client
-            .get_workflow_handle::<ApprovalWorkflow>(workflow_id);
-        handle
-            .query(
-                ApprovalWorkflow::status,
-                (),
-                WorkflowQueryOptions::default(),
-            )
-            .await
-            .map_err(|e| match e {
-                WorkflowQueryError::NotFound(_) => Error::NotFound {
-                    workflow_id: workflow_id.to_string(),
-                    namespace: self.config.namespace.clone(),
-                },
-                other => Error::Query {
-                    workflow_id: workflow_id.to_string(),
-                    query: "status",
-                    message: chain(&other),
-                },
-            })
-    }
-
-    /// Awaits an approval's final state.
-    pub async fn approval_result(&self, workflow_id: &str) -> Result<ApprovalState> {
-        self.result::<ApprovalWorkflow>(workflow_id).await
     }
 
     /// Starts a workflow of `activities` no-op activities (engine overhead benchmarks).
@@ -437,22 +357,19 @@ impl TemporalClient {
     /// Delivers an approval decision to a `WfloWorkflow` run (the `approve` signal). The run acts
     /// on the decision stored in the database, where it is taken once: record it first
     /// (`wflo_core::Wflo::decide_approval` does both); a signal for an approval whose row is
-    /// still pending decides it, first come first served, at the database.
-    pub async fn wflo_approve(&self, workflow_id: &str, signal: ApprovalSignal) -> Result<()> {
-        self.wflo_decide(workflow_id, true, signal).await
+    /// still pending decides it, first come first served, at the database. A blank approver is
+    /// refused before anything is sent; a closed or unknown run is [`Error::NotFound`].
+    pub async fn approve(&self, workflow_id: &str, signal: ApprovalSignal) -> Result<()> {
+        self.decide(workflow_id, true, signal).await
     }
 
-    /// Rejects the approval a `WfloWorkflow` run waits for (the `reject` signal).
-    pub async fn wflo_reject(&self, workflow_id: &str, signal: ApprovalSignal) -> Result<()> {
-        self.wflo_decide(workflow_id, false, signal).await
+    /// Rejects the approval a `WfloWorkflow` run waits for (the `reject` signal), as
+    /// [`approve`](Self::approve).
+    pub async fn reject(&self, workflow_id: &str, signal: ApprovalSignal) -> Result<()> {
+        self.decide(workflow_id, false, signal).await
     }
 
-    async fn wflo_decide(
-        &self,
-        workflow_id: &str,
-        approve: bool,
-        signal: ApprovalSignal,
-    ) -> Result<()> {
+    async fn decide(&self, workflow_id: &str, approve: bool, signal: ApprovalSignal) -> Result<()> {
         if signal.approver.trim().is_empty() {
             return Err(Error::InvalidRequest("an approver must be named".into()));
         }

@@ -14,11 +14,24 @@
 //!   [`shutdown`](WorkerHandle::shutdown)).
 //! * [`TemporalClient`]: start, signal, query, cancel, await, describe and list runs.
 //!
-//! Workflows: `SimpleWorkflow(name)` (the seed's greeting), `CodeExecutionWorkflow(code,
-//! timeout, limits)` (wflo-sandbox through an activity with a retry policy), `ApprovalWorkflow`
-//! (approve / reject signals, a `status` query, a durable timer applying the timeout policy),
-//! and `NoopWorkflow(n)` (engine overhead). Workflow code is deterministic; every side effect is
-//! an activity, and a run's retry policy is recorded in its history when it starts.
+//! Temporal has one path for Wflo's work: wflo-runtime's step logic, driven one step at a
+//! time through its idempotent one-step API (`open_execution`, `run_step`, `open_approval` /
+//! `close_approval`, `finish_execution`, `cancel_execution`). Workflows:
+//!
+//! * `WfloWorkflow(definition, inputs, budget)`: a definition's steps, one activity each, in
+//!   run order; an approval step waits for the one `approve` / `reject` signal
+//!   ([`TemporalClient::approve`], [`TemporalClient::reject`]; the decision itself is the
+//!   approval row's) or a durable timer applying its timeout policy. Queries: `status`,
+//!   `current_step`, `cost`, `pending_approval`; signal `cancel_request`.
+//! * `CodeExecutionWorkflow(code, timeout)`: one program as the one `code` step of an
+//!   execution of the [`CODE_WORKFLOW`] definition — memoized, with its step row and its
+//!   `sandbox.execution` event in the outbox, limits from the worker engine's sandbox
+//!   configuration — returning the step's output ([`CodeExecutionOutput`]).
+//! * `SimpleWorkflow(name)` (the seed's greeting) and `NoopWorkflow(n)` (engine overhead):
+//!   probes that touch no database.
+//!
+//! Workflow code is deterministic; every side effect is an activity, and a run's retry policy
+//! is recorded in its history when it starts.
 //!
 //! An unreachable server is [`Error::Unreachable`], naming the address and how to start a dev
 //! server (`cargo xtask services up temporal`).
@@ -40,8 +53,7 @@ pub use config::{
 };
 pub use error::{Error, Result};
 pub use types::{
-    ApprovalRequest, ApprovalSignal, ApprovalState, ApprovalStatus, CodeExecutionOutput,
-    CodeExecutionRequest, CodeLimits, Decision, OnTimeout, PendingApproval, Poller, RunStatus,
-    StartedRun, WfloOutcome, WfloStatus, WorkflowRun,
+    ApprovalSignal, CODE_STEP, CODE_WORKFLOW, CodeExecutionOutput, CodeExecutionRequest,
+    PendingApproval, Poller, RunStatus, StartedRun, WfloOutcome, WfloStatus, WorkflowRun,
 };
 pub use worker::{TemporalWorker, WorkerBuilder, WorkerHandle};

@@ -29,44 +29,10 @@ impl ActivityPolicy {
     }
 }
 
-/// Resource limits of one code run (unset: the sandbox's defaults).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct CodeLimits {
-    /// Memory in bytes (no swap).
-    pub memory_bytes: Option<u64>,
-    /// CPUs, e.g. 0.5.
-    pub cpus: Option<f64>,
-    /// Processes and threads.
-    pub pids: Option<u32>,
-    /// Bytes kept of stdout and, separately, of stderr.
-    pub output_bytes: Option<usize>,
-}
-
-impl CodeLimits {
-    /// Sets the memory limit.
-    pub fn memory_bytes(mut self, bytes: u64) -> Self {
-        self.memory_bytes = Some(bytes);
-        self
-    }
-    /// Sets the CPU limit.
-    pub fn cpus(mut self, cpus: f64) -> Self {
-        self.cpus = Some(cpus);
-        self
-    }
-    /// Sets the process limit.
-    pub fn pids(mut self, pids: u32) -> Self {
-        self.pids = Some(pids);
-        self
-    }
-    /// Sets the output limit.
-    pub fn output_bytes(mut self, bytes: usize) -> Self {
-        self.output_bytes = Some(bytes);
-        self
-    }
-}
-
-/// A program for `CodeExecutionWorkflow(code, timeout, limits)`.
+/// A program for `CodeExecutionWorkflow(code, timeout)`. It runs as the one `code` step of an
+/// execution of the [`CODE_WORKFLOW`] definition, through wflo-runtime's step logic (memoized,
+/// with its step row and its `sandbox.execution` event); its resource limits are those of the
+/// worker engine's sandbox configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct CodeExecutionRequest {
@@ -76,21 +42,22 @@ pub struct CodeExecutionRequest {
     pub code: String,
     /// Wall-clock limit; the container is killed after it.
     pub timeout: Duration,
-    /// Resource limits.
-    pub limits: CodeLimits,
-    /// Standard input.
-    pub stdin: Option<String>,
 }
 
+/// The name of the one-step definition a `CodeExecutionWorkflow` run records its execution
+/// under (its step is [`CODE_STEP`]).
+pub const CODE_WORKFLOW: &str = "code-execution";
+
+/// The step id of a `CodeExecutionWorkflow` run's code step.
+pub const CODE_STEP: &str = "code";
+
 impl CodeExecutionRequest {
-    /// Python `code` with a 30 s timeout and the sandbox's default limits.
+    /// Python `code` with a 30 s timeout.
     pub fn python(code: impl Into<String>) -> Self {
         CodeExecutionRequest {
             language: "python".into(),
             code: code.into(),
             timeout: Duration::from_secs(30),
-            limits: CodeLimits::default(),
-            stdin: None,
         }
     }
     /// Bash `code` with a 30 s timeout.
@@ -105,53 +72,70 @@ impl CodeExecutionRequest {
         self.timeout = timeout;
         self
     }
-    /// Sets the limits.
-    pub fn limits(mut self, limits: CodeLimits) -> Self {
-        self.limits = limits;
-        self
-    }
-    /// Sets standard input.
-    pub fn stdin(mut self, stdin: impl Into<String>) -> Self {
-        self.stdin = Some(stdin.into());
-        self
-    }
 
-    /// The sandbox request; refuses bad input (unknown language, bad limits) before any run.
-    pub(crate) fn to_exec_request(&self) -> Result<wflo_sandbox::ExecRequest> {
+    /// Refuses bad input (empty code, unknown language, bad timeout) before any run.
+    pub(crate) fn validate(&self) -> Result<()> {
         if self.code.trim().is_empty() {
             return Err(Error::InvalidRequest("the code to run is empty".into()));
         }
-        let mut b = wflo_sandbox::ExecRequest::builder(self.code.clone())
+        if self.timeout.is_zero() {
+            return Err(Error::InvalidRequest(
+                "the code's timeout must be greater than zero".into(),
+            ));
+        }
+        wflo_sandbox::ExecRequest::builder(self.code.clone())
             .language(&self.language)
-            .timeout(self.timeout);
-        if let Some(s) = &self.stdin {
-            b = b.stdin(s.clone());
-        }
-        if let Some(m) = self.limits.memory_bytes {
-            b = b.memory_bytes(m);
-        }
-        if let Some(c) = self.limits.cpus {
-            b = b.cpus(c);
-        }
-        if let Some(p) = self.limits.pids {
-            b = b.pids(p);
-        }
-        if let Some(o) = self.limits.output_bytes {
-            b = b.output_limit(o);
-        }
-        Ok(b.build()?)
+            .timeout(self.timeout)
+            .build()?;
+        Ok(())
+    }
+
+    /// The execution's inputs: the definition's step renders them.
+    pub(crate) fn inputs(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut m = serde_json::Map::new();
+        m.insert("language".into(), self.language.clone().into());
+        m.insert("code".into(), self.code.clone().into());
+        m.insert(
+            "timeout_secs".into(),
+            serde_json::Value::String(self.timeout.as_secs_f64().to_string()),
+        );
+        m
+    }
+
+    /// The one-step definition every code run records under (the same for every program, so
+    /// it is stored once: the program is an input of the execution).
+    pub(crate) fn definition() -> Result<wflo_runtime::WorkflowDef> {
+        let mut def = wflo_runtime::WorkflowDef::builder(CODE_WORKFLOW)
+            .input("language", None)
+            .input("code", None)
+            .input("timeout_secs", None)
+            .step(
+                CODE_STEP,
+                wflo_runtime::StepKind::Code,
+                &[],
+                serde_json::json!({
+                    "language": "{{ inputs.language }}",
+                    "code": "{{ inputs.code }}",
+                    "sandbox_timeout_secs": "{{ inputs.timeout_secs }}",
+                }),
+            )
+            .build()
+            .map_err(|e| Error::InvalidRequest(e.to_string()))?;
+        def.description = Some("one program in the sandbox (CodeExecutionWorkflow)".into());
+        Ok(def)
     }
 }
 
-/// What a code run produced: stdout and stderr apart, exit code, and how it ended.
+/// What a code run produced: stdout and stderr apart, exit code, and how it ended (the
+/// output of its `code` step).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct CodeExecutionOutput {
-    /// The sandbox's id.
-    pub sandbox_id: uuid::Uuid,
-    /// `succeeded`, `failed`, `timed_out` or `oom_killed`.
+    /// The execution the run recorded under (its step [`CODE_STEP`] holds this output).
+    pub execution_id: uuid::Uuid,
+    /// `succeeded` (a program that fails, times out or is killed fails the run instead).
     pub status: String,
-    /// The exit code (137 after a kill).
+    /// The exit code.
     pub exit_code: i64,
     /// Standard output.
     pub stdout: String,
@@ -159,142 +143,33 @@ pub struct CodeExecutionOutput {
     pub stderr: String,
     /// Stdout went over the output limit.
     pub stdout_truncated: bool,
-    /// Stderr went over the output limit.
-    pub stderr_truncated: bool,
     /// The timeout was hit and the container killed.
     pub timed_out: bool,
     /// The OOM killer ended the program.
     pub oom_killed: bool,
     /// Wall time of the program.
     pub duration_ms: u64,
-    /// Served by a warm pooled container.
-    pub warm: bool,
 }
 
 impl CodeExecutionOutput {
     /// Exit code 0, no timeout, no OOM kill.
     pub fn success(&self) -> bool {
-        self.status == "succeeded"
+        self.exit_code == 0 && !self.timed_out && !self.oom_killed
     }
-}
 
-impl From<wflo_sandbox::ExecutionResult> for CodeExecutionOutput {
-    fn from(r: wflo_sandbox::ExecutionResult) -> Self {
+    /// From the code step's typed output.
+    pub(crate) fn of(execution_id: uuid::Uuid, o: wflo_types::CodeOutput) -> Self {
         CodeExecutionOutput {
-            sandbox_id: r.sandbox_id,
-            status: r.status.as_str().to_string(),
-            exit_code: r.exit_code,
-            stdout: r.stdout,
-            stderr: r.stderr,
-            stdout_truncated: r.stdout_truncated,
-            stderr_truncated: r.stderr_truncated,
-            timed_out: r.timed_out,
-            oom_killed: r.oom_killed,
-            duration_ms: u64::try_from(r.duration.as_millis()).unwrap_or(u64::MAX),
-            warm: r.warm,
+            execution_id,
+            status: o.status,
+            exit_code: o.exit_code,
+            stdout: o.stdout,
+            stderr: o.stderr,
+            stdout_truncated: o.stdout_truncated,
+            timed_out: o.timed_out,
+            oom_killed: o.oom_killed,
+            duration_ms: o.duration_ms,
         }
-    }
-}
-
-/// What happens when nobody decides an approval in time.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum OnTimeout {
-    /// The request expires and counts as rejected (the default).
-    #[default]
-    Reject,
-    /// The request is approved by `system:timeout`.
-    Approve,
-}
-
-/// A request for a human decision, waited for durably (`ApprovalWorkflow`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct ApprovalRequest {
-    /// What the approver is asked.
-    pub message: String,
-    /// Time to decide (a durable timer: it survives worker restarts).
-    pub timeout: Duration,
-    /// What happens at the timeout.
-    pub on_timeout: OnTimeout,
-}
-
-impl ApprovalRequest {
-    /// A request with `message`, decided within `timeout` or rejected.
-    pub fn new(message: impl Into<String>, timeout: Duration) -> Self {
-        ApprovalRequest {
-            message: message.into(),
-            timeout,
-            on_timeout: OnTimeout::Reject,
-        }
-    }
-    /// Sets the timeout policy.
-    pub fn on_timeout(mut self, policy: OnTimeout) -> Self {
-        self.on_timeout = policy;
-        self
-    }
-}
-
-/// Who decides and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct Decision {
-    /// The approver.
-    pub approver: String,
-    /// Why.
-    pub reason: Option<String>,
-}
-
-impl Decision {
-    /// A decision by `approver`.
-    pub fn by(approver: impl Into<String>) -> Self {
-        Decision {
-            approver: approver.into(),
-            reason: None,
-        }
-    }
-    /// Adds the reason.
-    pub fn reason(mut self, reason: impl Into<String>) -> Self {
-        self.reason = Some(reason.into());
-        self
-    }
-}
-
-/// Where an approval stands.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-#[non_exhaustive]
-pub enum ApprovalStatus {
-    /// Waiting for a decision.
-    #[default]
-    Pending,
-    /// Approved (by a person, or by the timeout policy).
-    Approved,
-    /// Rejected by a person.
-    Rejected,
-    /// Nobody decided in time and the policy rejects.
-    Expired,
-}
-
-/// An approval's state (the answer of the `status` query and the workflow's result).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub struct ApprovalState {
-    /// Where it stands.
-    pub status: ApprovalStatus,
-    /// Who decided (`system:timeout` for the timeout policy).
-    pub decided_by: Option<String>,
-    /// Why.
-    pub reason: Option<String>,
-    /// Decisions that arrived after the first one and were refused.
-    pub late_decisions: u32,
-}
-
-impl ApprovalState {
-    /// Approved, by anyone.
-    pub fn approved(&self) -> bool {
-        self.status == ApprovalStatus::Approved
     }
 }
 
@@ -367,45 +242,54 @@ mod tests {
 
     #[test]
     fn code_requests_are_validated_before_a_run() {
-        assert!(
-            CodeExecutionRequest::python("print(1)")
-                .to_exec_request()
-                .is_ok()
-        );
+        assert!(CodeExecutionRequest::python("print(1)").validate().is_ok());
         let e = CodeExecutionRequest {
             language: "cobol".into(),
             ..CodeExecutionRequest::python("x")
         }
-        .to_exec_request()
+        .validate()
         .unwrap_err();
         assert!(e.to_string().contains("unknown language"), "{e}");
-        assert!(
-            CodeExecutionRequest::python("  ")
-                .to_exec_request()
-                .is_err()
-        );
+        assert!(CodeExecutionRequest::python("  ").validate().is_err());
         let e = CodeExecutionRequest::python("print(1)")
-            .limits(CodeLimits::default().cpus(-1.0))
-            .to_exec_request()
+            .timeout(Duration::ZERO)
+            .validate()
             .unwrap_err();
-        assert!(matches!(e, Error::Sandbox(_)), "{e}");
+        assert!(matches!(e, Error::InvalidRequest(_)), "{e}");
+    }
+
+    #[test]
+    fn a_code_request_is_an_execution_of_one_code_step() {
+        let def = CodeExecutionRequest::definition().unwrap();
+        assert_eq!(def.name, CODE_WORKFLOW);
+        assert_eq!(def.steps.len(), 1);
+        assert_eq!(def.steps[0].id, CODE_STEP);
+        assert_eq!(def.steps[0].kind, wflo_runtime::StepKind::Code);
+        let inputs = CodeExecutionRequest::bash("echo hi")
+            .timeout(Duration::from_millis(1500))
+            .inputs();
+        assert_eq!(inputs["language"], "bash");
+        assert_eq!(inputs["code"], "echo hi");
+        assert_eq!(inputs["timeout_secs"], "1.5");
+        assert!(def.inputs.keys().all(|k| inputs.contains_key(k)));
     }
 
     #[test]
     fn wire_values_round_trip() {
-        let r = CodeExecutionRequest::bash("echo hi")
-            .timeout(Duration::from_millis(1500))
-            .limits(CodeLimits::default().memory_bytes(64 << 20));
+        let r = CodeExecutionRequest::bash("echo hi").timeout(Duration::from_millis(1500));
         let back: CodeExecutionRequest =
             serde_json::from_value(serde_json::to_value(&r).unwrap()).unwrap();
         assert_eq!(back, r);
-        let s = ApprovalState {
-            status: ApprovalStatus::Expired,
-            decided_by: Some("system:timeout".into()),
-            ..Default::default()
-        };
-        assert_eq!(serde_json::to_value(&s).unwrap()["status"], "EXPIRED");
     }
+}
+
+/// What starts a code run: its program and the execution it records under (chosen by the
+/// client, so a retried activity opens the same execution).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[allow(unreachable_pub)] // crosses the wire; not part of the crate's API
+pub struct CodeRun {
+    pub(crate) execution_id: uuid::Uuid,
+    pub(crate) request: CodeExecutionRequest,
 }
 
 /// What starts a `WfloWorkflow`: a definition (inline, validated before the start), its

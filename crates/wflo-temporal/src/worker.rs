@@ -9,9 +9,7 @@ use crate::activities::WfloActivities;
 use crate::client::connect;
 use crate::config::TemporalConfig;
 use crate::error::chain;
-use crate::workflows::{
-    ApprovalWorkflow, CodeExecutionWorkflow, NoopWorkflow, SimpleWorkflow, WfloWorkflow,
-};
+use crate::workflows::{CodeExecutionWorkflow, NoopWorkflow, SimpleWorkflow, WfloWorkflow};
 use crate::{Error, Result};
 use std::collections::HashSet;
 use std::future::Future;
@@ -19,7 +17,6 @@ use temporalio_sdk::runtime::WorkflowErrorType;
 use temporalio_sdk::runtime::worker_tuner::{FixedSizeSlotSupplier, TunerHolder};
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 use tokio::sync::oneshot;
-use wflo_sandbox::SandboxConfig;
 
 /// Builds and runs a worker. Start with [`TemporalWorker::builder`].
 #[derive(Debug)]
@@ -30,7 +27,6 @@ impl TemporalWorker {
     pub fn builder(config: TemporalConfig) -> WorkerBuilder {
         WorkerBuilder {
             config,
-            sandbox: None,
             engine: None,
             #[cfg(feature = "testing")]
             probes: None,
@@ -43,21 +39,15 @@ impl TemporalWorker {
 #[derive(Debug)]
 pub struct WorkerBuilder {
     config: TemporalConfig,
-    sandbox: Option<SandboxConfig>,
     engine: Option<wflo_runtime::Engine>,
     #[cfg(feature = "testing")]
     probes: Option<crate::testing::Probes>,
 }
 
 impl WorkerBuilder {
-    /// The sandbox code activities run in (without it they fail, not retried, saying so).
-    pub fn sandbox(mut self, config: SandboxConfig) -> Self {
-        self.sandbox = Some(config);
-        self
-    }
-
-    /// The wflo engine `WfloWorkflow`'s activities drive (its database, cost tracker, LLM
-    /// provider, sandbox and tools). Without it `WfloWorkflow` runs fail, not retried, saying so.
+    /// The wflo engine the activities of `WfloWorkflow` and `CodeExecutionWorkflow` drive (its
+    /// database, cost tracker, LLM provider, sandbox with its limits, and tools). Without it
+    /// those runs fail, not retried, saying so; the engine's owner shuts its sandbox down.
     pub fn engine(mut self, engine: wflo_runtime::Engine) -> Self {
         self.engine = Some(engine);
         self
@@ -103,8 +93,6 @@ impl WorkerBuilder {
             .map_err(reg)?
             .register_workflow::<CodeExecutionWorkflow>()
             .map_err(reg)?
-            .register_workflow::<ApprovalWorkflow>()
-            .map_err(reg)?
             .register_workflow::<NoopWorkflow>()
             .map_err(reg)?
             .register_workflow::<WfloWorkflow>()
@@ -121,16 +109,16 @@ impl WorkerBuilder {
     }
 
     /// Connects and builds the SDK worker (inside a Tokio runtime).
-    async fn prepare(&self) -> Result<(Worker, WfloActivities, Runtime)> {
+    async fn prepare(&self) -> Result<(Worker, Runtime)> {
         let client = connect(&self.config).await?;
         let runtime = Runtime::from_current_tokio(Default::default())
             .map_err(|e| self.worker_error(chain(&e)))?;
-        let activities = WfloActivities::new(self.sandbox.clone(), self.engine.clone());
-        let options = self.options(activities.clone())?;
+        let activities = WfloActivities::new(self.engine.clone());
+        let options = self.options(activities)?;
         let worker =
             Worker::new(&runtime, client, options).map_err(|e| self.worker_error(chain(&e)))?;
         // The SDK runtime is kept until the worker has ended.
-        Ok((worker, activities, runtime))
+        Ok((worker, runtime))
     }
 
     /// Runs the worker on the current task until `shutdown` resolves, then shuts it down
@@ -138,7 +126,7 @@ impl WorkerBuilder {
     /// `Send`: drive it on your main task, e.g. `select!`-ed with a SIGTERM handler, or use
     /// [`spawn`](WorkerBuilder::spawn).
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<()> {
-        let (mut worker, activities, sdk_runtime) = self.prepare().await?;
+        let (mut worker, sdk_runtime) = self.prepare().await?;
         let result = {
             let stop = worker.shutdown_handle();
             let run = worker.run();
@@ -152,7 +140,6 @@ impl WorkerBuilder {
                 }
             }
         };
-        activities.shutdown().await;
         // The worker goes before the SDK runtime it was built on.
         drop(worker);
         drop(sdk_runtime);
@@ -211,7 +198,7 @@ impl WorkerBuilder {
             }
         };
         let result = rt.block_on(async {
-            let (mut worker, activities, sdk_runtime) = match self.prepare().await {
+            let (mut worker, sdk_runtime) = match self.prepare().await {
                 Ok(w) => w,
                 Err(e) => {
                     let text = e.to_string();
@@ -219,7 +206,6 @@ impl WorkerBuilder {
                     return Err(self.worker_error(text));
                 }
             };
-            let mut killed = false;
             let r = {
                 let stop = worker.shutdown_handle();
                 let run = worker.run();
@@ -228,10 +214,7 @@ impl WorkerBuilder {
                 tokio::select! {
                     r = &mut run => r.map_err(|e| self.worker_error(chain(&e))),
                     c = cmd => match c {
-                        Ok(Stop::Kill) => {
-                            killed = true;
-                            Ok(())
-                        }
+                        Ok(Stop::Kill) => Ok(()),
                         // Graceful (or the handle was dropped).
                         _ => {
                             stop();
@@ -240,9 +223,6 @@ impl WorkerBuilder {
                     },
                 }
             };
-            if !killed {
-                activities.shutdown().await;
-            }
             drop(worker);
             drop(sdk_runtime);
             r

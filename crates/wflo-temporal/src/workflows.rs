@@ -4,10 +4,9 @@
 
 use crate::activities::WfloActivities;
 use crate::types::{
-    ActivityPolicy, ApprovalRequest, ApprovalSignal, ApprovalState, ApprovalStatus,
-    CancelExecution, CloseApproval, CodeExecutionOutput, CodeExecutionRequest, Decision,
-    FinishExecution, OnTimeout, PendingApproval, PlannedStep, StepRef, WfloInput, WfloOutcome,
-    WfloStatus,
+    ActivityPolicy, ApprovalSignal, CancelExecution, CloseApproval, CodeExecutionOutput,
+    CodeExecutionRequest, CodeRun, FinishExecution, PendingApproval, PlannedStep, StepRef,
+    WfloInput, WfloOutcome, WfloStatus,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -72,12 +71,19 @@ impl SimpleWorkflow {
 /// The input of [`CodeExecutionWorkflow`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CodeExecutionInput {
+    /// The execution the run records under (chosen by the client).
+    pub(crate) execution_id: Uuid,
     pub(crate) request: CodeExecutionRequest,
     pub(crate) policy: ActivityPolicy,
 }
 
-/// `CodeExecutionWorkflow(code, timeout, limits)`: the sandbox result through an activity with a
-/// retry policy (infrastructure failures retried; bad requests fail at once).
+/// `CodeExecutionWorkflow(code, timeout)`: the program runs as the one `code` step of an
+/// execution, through wflo-runtime's step logic like any definition's code step (its step row
+/// and `sandbox.execution` event, limits from the worker engine's sandbox configuration), in
+/// one activity with the run's retry policy (infrastructure failures retried; a failed program,
+/// a bad request or a missing sandbox fail at once). A program that fails, times out or is
+/// killed fails the run and its execution; a cancelled run stops the container and cancels
+/// the execution.
 #[workflow]
 #[derive(Default)]
 pub struct CodeExecutionWorkflow;
@@ -91,87 +97,52 @@ impl CodeExecutionWorkflow {
     ) -> WorkflowResult<CodeExecutionOutput> {
         let mut options = activity_options(&input.policy, input.request.timeout);
         options.heartbeat_timeout = Some(Duration::from_secs(15));
-        Ok(ctx
-            .execute_activity(WfloActivities::run_code, input.request, options)
-            .await?)
-    }
-}
-
-/// The input of [`ApprovalWorkflow`].
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ApprovalInput {
-    pub(crate) request: ApprovalRequest,
-}
-
-/// A human decision, waited for durably: `approve` and `reject` signals, a `status` query, and a
-/// durable timer that applies the timeout policy. The first decision stands.
-#[workflow]
-#[derive(Default)]
-pub struct ApprovalWorkflow {
-    state: ApprovalState,
-}
-
-impl ApprovalWorkflow {
-    fn decide(&mut self, status: ApprovalStatus, d: Decision) {
-        if self.state.status == ApprovalStatus::Pending {
-            self.state.status = status;
-            self.state.decided_by = Some(d.approver);
-            self.state.reason = d.reason;
-        } else {
-            self.state.late_decisions += 1;
-        }
-    }
-}
-
-#[workflow_methods]
-impl ApprovalWorkflow {
-    #[run]
-    pub async fn run(
-        ctx: &mut WorkflowContext<Self>,
-        input: ApprovalInput,
-    ) -> WorkflowResult<ApprovalState> {
-        let decided = select! {
-            r = ctx.wait_condition(|s| s.state.status != ApprovalStatus::Pending) => {
-                r.map_err(|_| WorkflowTermination::cancelled())?;
-                true
-            }
-            _ = ctx.timer(input.request.timeout) => false,
+        // A cancelled run waits for the container to be dropped before it cancels the
+        // execution.
+        options.cancellation_type = ActivityCancellationType::WaitCancellationCompleted;
+        let local = local_options(&input.policy);
+        let execution_id = input.execution_id;
+        let run = CodeRun {
+            execution_id,
+            request: input.request,
         };
-        if !decided {
-            if ctx.cancellation_token().is_cancelled() {
-                return Err(WorkflowTermination::cancelled());
-            }
-            let policy = input.request.on_timeout;
-            ctx.state_mut(|s| {
-                if s.state.status == ApprovalStatus::Pending {
-                    s.state.status = match policy {
-                        OnTimeout::Approve => ApprovalStatus::Approved,
-                        _ => ApprovalStatus::Expired,
-                    };
-                    s.state.decided_by = Some("system:timeout".into());
-                    s.state.reason = Some(match policy {
-                        OnTimeout::Approve => "approved by the timeout policy".into(),
-                        _ => "rejected by the timeout policy".into(),
-                    });
-                }
-            });
+        let error = match ctx
+            .execute_activity(WfloActivities::run_code, run, options)
+            .await
+        {
+            Ok(output) => return Ok(output),
+            Err(e) => crate::error::chain(&e),
+        };
+        if ctx.cancellation_token().is_cancelled() {
+            let mut cleanup = local;
+            cleanup.cancellation_token = Some(WorkflowCancellationToken::new());
+            // Best effort: an execution that was never opened has nothing to cancel.
+            let _ = ctx
+                .execute_local_activity(
+                    WfloActivities::cancel_execution,
+                    CancelExecution {
+                        execution_id,
+                        reason: "cancelled through temporal".into(),
+                    },
+                    cleanup,
+                )
+                .await;
+            return Err(WorkflowTermination::cancelled());
         }
-        Ok(ctx.state(|s| s.state.clone()))
-    }
-
-    #[signal]
-    pub fn approve(&mut self, _ctx: &mut SyncWorkflowContext<Self>, decision: Decision) {
-        self.decide(ApprovalStatus::Approved, decision);
-    }
-
-    #[signal]
-    pub fn reject(&mut self, _ctx: &mut SyncWorkflowContext<Self>, decision: Decision) {
-        self.decide(ApprovalStatus::Rejected, decision);
-    }
-
-    #[query]
-    pub fn status(&self, _ctx: &WorkflowContextView) -> ApprovalState {
-        self.state.clone()
+        // The execution fails with the step's error (best effort, as above).
+        let _ = ctx
+            .execute_local_activity(
+                WfloActivities::finish_execution,
+                FinishExecution {
+                    execution_id,
+                    result: Err(error.clone()),
+                },
+                local,
+            )
+            .await;
+        Err(WorkflowTermination::failed_application(
+            ApplicationFailure::non_retryable(std::io::Error::other(error)),
+        ))
     }
 }
 

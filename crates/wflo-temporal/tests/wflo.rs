@@ -1,6 +1,7 @@
 #![cfg(feature = "integration")]
-//! `WfloWorkflow` against the Temporal dev server and PostgreSQL (`cargo xtask itest
-//! wflo-temporal`): a definition's steps run durably through wflo-runtime, with a fake
+//! `WfloWorkflow` and `CodeExecutionWorkflow` against the Temporal dev server, PostgreSQL and
+//! (for code runs) Docker with the sandbox image (`cargo xtask itest wflo-temporal`): a
+//! definition's steps, its approvals and a code run all go through wflo-runtime, with a fake
 //! OpenAI-compatible provider on loopback that counts the calls it receives. Each test has its
 //! own task queue, database and provider.
 
@@ -11,16 +12,17 @@ use rust_decimal_macros::dec;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use uuid::Uuid;
 use wflo_db::testing::TestDb;
 use wflo_db::{ApprovalStatus, Backend, ExecutionStatus, Executor, StepStatus};
 use wflo_llm::testing::openai_chat_completion;
 use wflo_runtime::{Engine, FnTool, WorkflowDef};
 use wflo_temporal::{
-    ApprovalSignal, Error, TemporalClient, TemporalConfig, TemporalWorker, WorkerHandle,
-    wflo_workflow_id,
+    ApprovalSignal, CODE_STEP, CodeExecutionRequest, Error, RunStatus, TemporalClient,
+    TemporalConfig, TemporalWorker, WorkerHandle, wflo_workflow_id,
 };
+use wflo_types::{EventEnvelope, EventPayload, SandboxPayload};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -57,7 +59,38 @@ struct World {
     client: TemporalClient,
 }
 
+fn sandbox_image() -> String {
+    std::env::var("WFLO_TEST_SANDBOX_IMAGE").expect(
+        "WFLO_TEST_SANDBOX_IMAGE is not set; run `cargo xtask itest wflo-temporal` \
+         (it starts docker, builds the sandbox image and exports the variable)",
+    )
+}
+
+/// The sandbox of a test's engine: no warm pool, containers removed before a run returns.
+fn sandbox() -> wflo_sandbox::SandboxConfig {
+    wflo_sandbox::SandboxConfig::builder()
+        .image(sandbox_image())
+        .scope(common::unique("sbx"))
+        .pool_size(0)
+        .remove_in_background(false)
+        .build()
+        .expect("sandbox config")
+}
+
 async fn world(tag: &str, llm_delay: Duration) -> World {
+    world_with(tag, llm_delay, None).await
+}
+
+/// A world whose engine runs code steps in `sandbox`.
+async fn code_world(tag: &str, sandbox: Option<wflo_sandbox::SandboxConfig>) -> World {
+    world_with(tag, Duration::ZERO, sandbox).await
+}
+
+async fn world_with(
+    tag: &str,
+    llm_delay: Duration,
+    sandbox: Option<wflo_sandbox::SandboxConfig>,
+) -> World {
     let t = TestDb::new(Backend::Postgres).await;
     let llm = fake_llm("The answer is 42.", llm_delay).await;
     let provider = wflo_llm::create_provider(
@@ -78,7 +111,11 @@ async fn world(tag: &str, llm_delay: Duration) -> World {
     );
     let tool_calls = Arc::new(AtomicUsize::new(0));
     let counter = tool_calls.clone();
-    let engine = Engine::builder(t.db().clone())
+    let mut engine = Engine::builder(t.db().clone());
+    if let Some(sandbox) = sandbox {
+        engine = engine.sandbox(sandbox);
+    }
+    let engine = engine
         .costs(costs)
         .llm(provider)
         .tool(
@@ -136,6 +173,23 @@ impl World {
 
     async fn execution(&self, id: Uuid) -> wflo_db::Execution {
         self.t.executions().get(id).await.unwrap()
+    }
+
+    /// The `sandbox.execution` events the execution wrote to the outbox.
+    async fn sandbox_events(&self, execution: Uuid) -> Vec<SandboxPayload> {
+        self.t
+            .outbox()
+            .unpublished(10_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter_map(|e| serde_json::from_value::<EventEnvelope>(e.payload).ok())
+            .filter(|e| e.execution_id == Some(execution))
+            .filter_map(|e| match e.typed() {
+                Ok(EventPayload::Sandbox(p)) => Some(p),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Waits until the run reports a pending approval and returns its id.
@@ -261,6 +315,31 @@ async fn the_approve_signal_approves_and_a_signal_for_another_approval_changes_n
         w.client.wflo_current_step(&wf).await.unwrap().as_deref(),
         Some("gate")
     );
+    let status = w.client.wflo_status(&wf).await.unwrap();
+    assert_eq!(status.status, "WAITING_APPROVAL");
+    let pending = status
+        .pending_approval
+        .expect("the status names the approval");
+    assert_eq!(
+        (pending.step.as_str(), pending.message.as_str()),
+        ("gate", "Ship it?")
+    );
+    // Bad input is refused before anything is sent; an unknown run is not found.
+    assert!(matches!(
+        w.client
+            .approve(&wf, ApprovalSignal::new(approval, " "))
+            .await,
+        Err(Error::InvalidRequest(_))
+    ));
+    assert!(matches!(
+        w.client
+            .approve(
+                &wflo_workflow_id(Uuid::now_v7()),
+                ApprovalSignal::new(approval, "alice")
+            )
+            .await,
+        Err(Error::NotFound { .. })
+    ));
     assert_eq!(
         w.execution(execution).await.status,
         ExecutionStatus::WaitingApproval
@@ -268,7 +347,7 @@ async fn the_approve_signal_approves_and_a_signal_for_another_approval_changes_n
     // A signal needs no worker, so the client no longer asks the run first: a signal for an
     // approval the run does not wait for is delivered and changes nothing.
     w.client
-        .wflo_approve(&wf, ApprovalSignal::new(Uuid::now_v7(), "mallory"))
+        .approve(&wf, ApprovalSignal::new(Uuid::now_v7(), "mallory"))
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -286,7 +365,7 @@ async fn the_approve_signal_approves_and_a_signal_for_another_approval_changes_n
         ApprovalStatus::Pending
     );
     w.client
-        .wflo_approve(
+        .approve(
             &wf,
             ApprovalSignal::new(approval, "alice").reason("looks good"),
         )
@@ -304,6 +383,16 @@ async fn the_approve_signal_approves_and_a_signal_for_another_approval_changes_n
         w.execution(execution).await.status,
         ExecutionStatus::Completed
     );
+    // Decided and closed: a late decision is refused, and the first one stands.
+    assert!(
+        w.client
+            .reject(&wf, ApprovalSignal::new(approval, "mallory"))
+            .await
+            .is_err()
+    );
+    let row = w.t.approvals().get(approval).await.unwrap();
+    assert_eq!(row.status, ApprovalStatus::Approved);
+    assert_eq!(row.decided_by.as_deref(), Some("alice"));
     worker.shutdown().await.unwrap();
 }
 
@@ -314,7 +403,7 @@ async fn the_reject_signal_rejects_and_fails_the_execution() {
     let (execution, wf) = w.start(GATED, None).await;
     let approval = w.pending_approval(&wf).await;
     w.client
-        .wflo_reject(
+        .reject(
             &wf,
             ApprovalSignal::new(approval, "bob").reason("not today"),
         )
@@ -347,9 +436,12 @@ async fn an_approval_timeout_applies_its_policy_on_a_durable_timer() {
             "timeout_secs: 1\n    on_timeout: approve",
         )
         .replace("temporal-gated", "temporal-gated-approve");
+    let t0 = Instant::now();
     let (_, wf) = w.start(&approve_on_timeout, None).await;
     let out = w.client.wflo_result(&wf).await.unwrap();
     assert_eq!(out.outputs["gate"]["approved_by"], json!("system:timeout"));
+    assert!(t0.elapsed() >= Duration::from_secs(1), "{:?}", t0.elapsed());
+    assert!(t0.elapsed() < Duration::from_secs(15), "{:?}", t0.elapsed());
 
     let reject_on_timeout = GATED
         .replace(
@@ -362,6 +454,7 @@ async fn an_approval_timeout_applies_its_policy_on_a_durable_timer() {
     assert!(matches!(err, Error::WorkflowFailed { .. }), "{err}");
     let approvals = w.t.approvals().list(execution).await.unwrap();
     assert_eq!(approvals[0].status, ApprovalStatus::Expired);
+    assert_eq!(approvals[0].decided_by.as_deref(), Some("system:timeout"));
     assert_eq!(w.execution(execution).await.status, ExecutionStatus::Failed);
     assert_eq!(
         w.tool_calls.load(Ordering::SeqCst),
@@ -394,6 +487,36 @@ async fn a_cancel_request_cancels_the_execution() {
         exec.error
     );
     assert_eq!(w.client.wflo_status(&wf).await.unwrap().status, "CANCELLED");
+    worker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_waiting_for_an_approval_is_cancelled_through_temporal() {
+    let w = world("cancelwait", Duration::ZERO).await;
+    let worker = w.worker().await;
+    let (execution, wf) = w.start(GATED, None).await;
+    let approval = w.pending_approval(&wf).await;
+    w.client.cancel(&wf, "withdrawn").await.unwrap();
+    let err = w.client.wflo_result(&wf).await.unwrap_err();
+    assert!(matches!(err, Error::Cancelled { .. }), "{err}");
+    assert_eq!(
+        w.client.describe(&wf).await.unwrap().status,
+        RunStatus::Cancelled
+    );
+    assert_eq!(
+        w.execution(execution).await.status,
+        ExecutionStatus::Cancelled
+    );
+    assert_eq!(
+        w.t.approvals().get(approval).await.unwrap().status,
+        ApprovalStatus::Pending,
+        "nobody decided"
+    );
+    assert_eq!(
+        w.tool_calls.load(Ordering::SeqCst),
+        0,
+        "the gated step never ran"
+    );
     worker.shutdown().await.unwrap();
 }
 
@@ -516,4 +639,203 @@ async fn a_definition_that_fails_validation_is_refused_before_a_start() {
         matches!(nothing, Err(Error::NotFound { .. })),
         "{nothing:?}"
     );
+}
+
+/// The `code` step row of a code run's execution.
+async fn code_step(w: &World, execution: Uuid) -> wflo_db::Step {
+    let steps = w.t.steps().list(execution).await.unwrap();
+    assert_eq!(steps.len(), 1, "{steps:?}");
+    assert_eq!(steps[0].step_key, CODE_STEP);
+    steps[0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn code_execution_runs_as_a_code_step_with_its_row_and_sandbox_event() {
+    let w = code_world("code-ok", Some(sandbox())).await;
+    let worker = w.worker().await;
+    let id = common::unique("code-ok");
+    w.client
+        .start_code_execution(
+            &id,
+            CodeExecutionRequest::python(
+                "import sys\nprint('out', sum(range(10)))\nprint('err', file=sys.stderr)",
+            )
+            .timeout(Duration::from_secs(20)),
+        )
+        .await
+        .unwrap();
+    let out = w.client.code_execution_result(&id).await.unwrap();
+    assert!(out.success(), "{out:?}");
+    assert_eq!(out.status, "succeeded");
+    assert_eq!(out.stdout, "out 45\n");
+    assert_eq!(out.stderr, "err\n");
+    assert_eq!(out.exit_code, 0);
+    assert!(!out.timed_out && !out.oom_killed);
+    assert_eq!(
+        w.client.describe(&id).await.unwrap().workflow_type,
+        "CodeExecutionWorkflow"
+    );
+
+    // The run is an execution of the code definition: one COMPLETED `code` step holding the
+    // output, its sandbox event in the outbox, the execution COMPLETED.
+    let exec = w.execution(out.execution_id).await;
+    assert_eq!(exec.status, ExecutionStatus::Completed);
+    assert_eq!(exec.workflow_name, wflo_temporal::CODE_WORKFLOW);
+    let step = code_step(&w, out.execution_id).await;
+    assert_eq!(step.status, StepStatus::Completed);
+    let stored = step.outputs.expect("the step's output");
+    assert_eq!(stored["stdout"], json!("out 45\n"));
+    let events = w.sandbox_events(out.execution_id).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].exit_code, Some(0));
+    assert_eq!(events[0].language, "python");
+
+    // Bash too; a second run is a second execution of the same stored definition.
+    let id2 = common::unique("code-ok2");
+    w.client
+        .start_code_execution(
+            &id2,
+            CodeExecutionRequest::bash("echo -n hi; echo oops >&2"),
+        )
+        .await
+        .unwrap();
+    let out2 = w.client.code_execution_result(&id2).await.unwrap();
+    assert!(out2.success(), "{out2:?}");
+    assert_eq!(
+        (out2.stdout.as_str(), out2.stderr.as_str()),
+        ("hi", "oops\n")
+    );
+    assert_ne!(out2.execution_id, out.execution_id);
+    assert_eq!(
+        w.execution(out2.execution_id).await.workflow_id,
+        exec.workflow_id,
+        "the definition is stored once"
+    );
+    assert_eq!(
+        w.sandbox_events(out2.execution_id).await[0].language,
+        "bash"
+    );
+    worker.shutdown().await.unwrap();
+}
+
+/// The execution a code run recorded under, found by its one definition's name.
+async fn only_code_execution(w: &World) -> wflo_db::Execution {
+    let all = w.t.executions().recent(100).await.unwrap();
+    let mut code: Vec<_> = all
+        .into_iter()
+        .filter(|e| e.workflow_name == wflo_temporal::CODE_WORKFLOW)
+        .collect();
+    assert_eq!(code.len(), 1, "{code:?}");
+    code.remove(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_program_fails_the_code_run_once_with_its_exit_and_stderr() {
+    let w = code_world("code-err", Some(sandbox())).await;
+    let worker = w.worker().await;
+    let id = common::unique("code-err");
+    w.client
+        .start_code_execution(
+            &id,
+            CodeExecutionRequest::python(
+                "import sys\nprint('out')\nprint('boom', file=sys.stderr)\nsys.exit(3)",
+            ),
+        )
+        .await
+        .unwrap();
+    let err = w.client.code_execution_result(&id).await.unwrap_err();
+    match &err {
+        Error::WorkflowFailed { message, .. } => {
+            assert!(message.contains("code failed (exit 3"), "{message}");
+            assert!(message.contains("boom"), "{message}");
+        }
+        other => panic!("expected a failed workflow, got {other}"),
+    }
+    assert_eq!(
+        w.client.describe(&id).await.unwrap().status,
+        RunStatus::Failed
+    );
+    let exec = only_code_execution(&w).await;
+    assert_eq!(exec.status, ExecutionStatus::Failed);
+    assert!(
+        exec.error.as_deref().unwrap_or_default().contains("exit 3"),
+        "{:?}",
+        exec.error
+    );
+    let step = code_step(&w, exec.id).await;
+    assert_eq!(step.status, StepStatus::Failed);
+    assert!(
+        step.error.as_deref().unwrap_or_default().contains("boom"),
+        "{:?}",
+        step.error
+    );
+    // Ran once: a failed program is the program's verdict, not retried by Temporal.
+    let events = w.sandbox_events(exec.id).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].exit_code, Some(3));
+    assert_eq!(events[0].status, "failed");
+    worker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_code_run_times_out_and_the_program_is_killed() {
+    let w = code_world("code-timeout", Some(sandbox())).await;
+    let worker = w.worker().await;
+    let id = common::unique("code-timeout");
+    let t0 = Instant::now();
+    w.client
+        .start_code_execution(
+            &id,
+            CodeExecutionRequest::python(
+                "import time\nprint('started', flush=True)\ntime.sleep(60)",
+            )
+            .timeout(Duration::from_secs(2)),
+        )
+        .await
+        .unwrap();
+    let err = w.client.code_execution_result(&id).await.unwrap_err();
+    match &err {
+        Error::WorkflowFailed { message, .. } => {
+            assert!(message.contains("timed out"), "{message}")
+        }
+        other => panic!("expected a failed workflow, got {other}"),
+    }
+    assert!(
+        t0.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        t0.elapsed()
+    );
+    let exec = only_code_execution(&w).await;
+    assert_eq!(exec.status, ExecutionStatus::Failed);
+    assert_eq!(code_step(&w, exec.id).await.status, StepStatus::Failed);
+    let events = w.sandbox_events(exec.id).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(events[0].timed_out, "{events:?}");
+    assert_eq!(events[0].exit_code, Some(137));
+    worker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_code_run_on_an_engine_without_a_sandbox_fails_at_once_saying_so() {
+    let w = code_world("code-nosbx", None).await;
+    let worker = w.worker().await;
+    let id = common::unique("code-nosbx");
+    let t0 = Instant::now();
+    w.client
+        .start_code_execution(&id, CodeExecutionRequest::python("print(1)"))
+        .await
+        .unwrap();
+    let err = w.client.code_execution_result(&id).await.unwrap_err();
+    match &err {
+        Error::WorkflowFailed { message, .. } => {
+            assert!(message.contains("need the sandbox"), "{message}")
+        }
+        other => panic!("expected a failed workflow, got {other}"),
+    }
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    assert_eq!(
+        only_code_execution(&w).await.status,
+        ExecutionStatus::Failed
+    );
+    worker.shutdown().await.unwrap();
 }

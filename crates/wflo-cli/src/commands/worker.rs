@@ -36,7 +36,6 @@ pub(crate) async fn worker() -> anyhow::Result<u8> {
              `cargo xtask services up temporal` starts a dev server)",
         ));
     };
-    let sandbox = config.sandbox()?;
     let wflo = super::connect(config).await?;
     eprintln!(
         "worker polling task queue `{}` of namespace `{}` at {}; stop with Ctrl-C or SIGTERM",
@@ -52,7 +51,6 @@ pub(crate) async fn worker() -> anyhow::Result<u8> {
     loop {
         let mut handle = TemporalWorker::builder(temporal.clone())
             .engine(wflo.engine().clone())
-            .sandbox(sandbox.clone())
             .spawn()
             .await?;
         tokio::select! {
