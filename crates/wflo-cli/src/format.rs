@@ -1,6 +1,7 @@
 //! Plain-text output: money, tables, times.
 
 use rust_decimal::Decimal;
+use wflo_core::types::StepOutput;
 
 /// `0.000123` — dollars with at most 9 decimals (the ledger's nano-USD), trailing zeros cut,
 /// at least 2 decimals.
@@ -25,18 +26,13 @@ pub(crate) fn percent(spent: Decimal, limit: Option<Decimal>) -> String {
 
 /// The cost cell of a step: its cost, or `0.00 cached (saved X)` when the LLM response cache
 /// answered it (the step's output then records `cached: true` and `saved_usd`).
-pub(crate) fn step_cost(cost: Decimal, output: Option<&serde_json::Value>) -> String {
-    let Some(o) = output.filter(|o| o.get("cached").and_then(|c| c.as_bool()) == Some(true)) else {
-        return usd(cost);
-    };
-    let saved = o.get("saved_usd").and_then(|v| match v {
-        serde_json::Value::String(s) => s.parse::<Decimal>().ok(),
-        serde_json::Value::Number(n) => n.to_string().parse::<Decimal>().ok(),
-        _ => None,
-    });
-    match saved {
-        Some(s) => format!("{} cached (saved {})", usd(cost), usd(s)),
-        None => format!("{} cached", usd(cost)),
+pub(crate) fn step_cost(cost: Decimal, output: Option<&StepOutput>) -> String {
+    match output {
+        Some(StepOutput::Llm(o)) if o.cached => match o.saved_usd {
+            Some(s) => format!("{} cached (saved {})", usd(cost), usd(s)),
+            None => format!("{} cached", usd(cost)),
+        },
+        _ => usd(cost),
     }
 }
 
@@ -132,6 +128,7 @@ impl Table {
 mod tests {
     use super::*;
     use std::str::FromStr;
+    use wflo_core::types::StepKind;
 
     #[test]
     fn money_is_exact_and_readable() {
@@ -145,20 +142,22 @@ mod tests {
     #[test]
     fn a_cached_step_says_so_and_what_it_saved() {
         let d = |s| Decimal::from_str(s).unwrap();
+        let llm = |v: serde_json::Value| StepOutput::read(StepKind::Llm, &v).unwrap();
         assert_eq!(step_cost(d("0.000123"), None), "0.000123");
-        let paid = serde_json::json!({"text": "x", "cached": false});
+        let paid = llm(serde_json::json!({"text": "x", "cached": false}));
         assert_eq!(step_cost(d("0.000123"), Some(&paid)), "0.000123");
-        let hit = serde_json::json!({"cached": true, "cost_usd": "0", "saved_usd": "0.000321"});
+        let hit =
+            llm(serde_json::json!({"cached": true, "cost_usd": "0", "saved_usd": "0.000321"}));
         assert_eq!(
             step_cost(Decimal::ZERO, Some(&hit)),
             "0.00 cached (saved 0.000321)"
         );
-        let hit = serde_json::json!({"cached": true, "saved_usd": 0.5});
+        let hit = llm(serde_json::json!({"cached": true, "saved_usd": 0.5}));
         assert_eq!(
             step_cost(Decimal::ZERO, Some(&hit)),
             "0.00 cached (saved 0.50)"
         );
-        let hit = serde_json::json!({"cached": true});
+        let hit = llm(serde_json::json!({"cached": true}));
         assert_eq!(step_cost(Decimal::ZERO, Some(&hit)), "0.00 cached");
     }
 

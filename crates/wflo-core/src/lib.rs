@@ -32,9 +32,11 @@
 
 mod config;
 mod error;
+mod summary;
 
 pub use config::{Config, ConfigBuilder, DEFAULT_DATABASE_URL, LlmSettings};
 pub use error::{Error, ErrorKind, Result};
+pub use summary::{ExecutionSummary, StepSummary};
 
 use std::sync::Arc;
 

@@ -351,7 +351,7 @@ async fn workers(config: &Config, target: &str) -> Check {
 async fn docker(config: &Config) -> Check {
     let sandbox = match super::sandbox_config(config) {
         Ok(s) => s,
-        Err(e) => return Check::Fail(format!("{e:#}")),
+        Err(e) => return Check::Fail(chain(e.as_ref())),
     };
     let image = sandbox.image().to_string();
     let socket = sandbox.docker_socket().to_string();
@@ -495,7 +495,7 @@ pub(crate) async fn doctor() -> anyhow::Result<u8> {
     let config = match super::config() {
         Ok(c) => c,
         Err(e) => {
-            println!("{}", Check::Fail(format!("{e:#}")).line("config"));
+            println!("{}", Check::Fail(chain(e.as_ref())).line("config"));
             return Err(coded(USAGE, "fix the configuration above"));
         }
     };

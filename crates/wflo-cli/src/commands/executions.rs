@@ -89,14 +89,16 @@ pub(crate) async fn list(status: Option<ExecutionStatus>, limit: u64) -> anyhow:
 
 pub(crate) async fn show(id: Uuid) -> anyhow::Result<u8> {
     let wflo = super::connect(super::config()?).await?;
-    let db = wflo.db();
-    let e = db.executions().get(id).await?;
-    let def = db.definitions().get(e.workflow_id).await?;
+    let summary = wflo.execution_summary(id).await?;
+    let e = &summary.execution;
     let budget = e.budget_usd;
     println!("execution {}", e.id);
-    println!("workflow  {} v{}", def.name, def.version);
+    println!(
+        "workflow  {} v{}",
+        e.workflow_name, summary.workflow_version
+    );
     println!("status    {}", e.status);
-    println!("driver    {}", driver_text(&e));
+    println!("driver    {}", driver_text(e));
     println!("created   {}", time(e.created_at));
     println!("started   {}", maybe_time(e.started_at));
     println!("completed {}", maybe_time(e.completed_at));
@@ -130,9 +132,8 @@ pub(crate) async fn show(id: Uuid) -> anyhow::Result<u8> {
         println!("error     {err}");
     }
 
-    let steps = db.steps().list(id).await?;
     println!("\nsteps");
-    if steps.is_empty() {
+    if summary.steps.is_empty() {
         println!("  none yet");
     } else {
         let mut t = Table::new(&[
@@ -145,33 +146,31 @@ pub(crate) async fn show(id: Uuid) -> anyhow::Result<u8> {
             "completed",
             "error",
         ]);
-        for s in &steps {
+        for s in &summary.steps {
+            let row = &s.step;
             t.row(vec![
-                s.step_key.clone(),
-                s.step_type.clone(),
-                s.status.to_string(),
-                s.attempt.to_string(),
-                if s.tokens.total() == 0 {
-                    "-".into()
-                } else {
-                    format!("{}+{}", s.tokens.prompt, s.tokens.completion)
-                },
-                usd(s.cost_usd),
-                maybe_time(s.completed_at),
-                s.error.as_deref().map(|x| short(x, 80)).unwrap_or_default(),
+                row.step_key.clone(),
+                row.step_type.clone(),
+                row.status.to_string(),
+                row.attempt.to_string(),
+                super::run::tokens(&row.tokens),
+                crate::format::step_cost(row.cost_usd, s.output.as_ref()),
+                maybe_time(row.completed_at),
+                row.error
+                    .as_deref()
+                    .map(|x| short(x, 80))
+                    .unwrap_or_default(),
             ]);
         }
         print!("{}", indent(&t.render()));
     }
 
-    let snaps = db.snapshots().list(id).await?;
-    let versions: HashMap<Uuid, i32> = snaps.iter().map(|s| (s.id, s.version)).collect();
     println!("\nsnapshots");
-    if snaps.is_empty() {
+    if summary.snapshots.is_empty() {
         println!("  none");
     } else {
         let mut t = Table::new(&[">version", "after step", "created", "superseded"]);
-        for s in &snaps {
+        for s in &summary.snapshots {
             t.row(vec![
                 s.version.to_string(),
                 s.step_key.clone().unwrap_or_else(|| "-".into()),
@@ -182,9 +181,8 @@ pub(crate) async fn show(id: Uuid) -> anyhow::Result<u8> {
         print!("{}", indent(&t.render()));
     }
 
-    let approvals = db.approvals().list(id).await?;
     println!("\napprovals");
-    if approvals.is_empty() {
+    if summary.approvals.is_empty() {
         println!("  none");
     } else {
         let mut t = Table::new(&[
@@ -196,7 +194,7 @@ pub(crate) async fn show(id: Uuid) -> anyhow::Result<u8> {
             "reason",
             "message",
         ]);
-        for a in &approvals {
+        for a in &summary.approvals {
             t.row(vec![
                 a.id.to_string(),
                 a.step_key.clone().unwrap_or_else(|| "-".into()),
@@ -213,18 +211,17 @@ pub(crate) async fn show(id: Uuid) -> anyhow::Result<u8> {
         print!("{}", indent(&t.render()));
     }
 
-    let rollbacks = db.rollbacks().list(id).await?;
     println!("\nrollbacks");
-    if rollbacks.is_empty() {
+    if summary.rollbacks.is_empty() {
         println!("  none");
     } else {
         let mut t = Table::new(&["id", ">to snapshot", "status", "by", "reason", "created"]);
-        for r in &rollbacks {
+        for r in &summary.rollbacks {
             t.row(vec![
                 r.id.to_string(),
-                versions
-                    .get(&r.snapshot_id)
-                    .map(i32::to_string)
+                summary
+                    .snapshot_version(r.snapshot_id)
+                    .map(|v| v.to_string())
                     .unwrap_or_else(|| "?".into()),
                 r.status.to_string(),
                 r.initiated_by.clone(),
@@ -235,7 +232,7 @@ pub(crate) async fn show(id: Uuid) -> anyhow::Result<u8> {
         print!("{}", indent(&t.render()));
     }
 
-    super::run::print_model_costs(&wflo, id).await?;
+    super::run::print_model_costs(&summary.costs_by_model);
     Ok(0)
 }
 

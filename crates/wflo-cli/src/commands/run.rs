@@ -8,10 +8,11 @@ use crate::{EngineKind, RunArgs};
 use anyhow::Context;
 use rust_decimal::Decimal;
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::Arc;
 use uuid::Uuid;
-use wflo_core::cost::CostQuery;
+use wflo_core::cost::CostSummary;
 use wflo_core::db::{ExecutionStatus, Executor};
 use wflo_core::{RunOptions, Wflo, WorkflowDef};
 
@@ -281,15 +282,14 @@ pub(crate) async fn print_summary(
     budget: Option<Decimal>,
     elapsed: std::time::Duration,
 ) -> anyhow::Result<()> {
-    let db = wflo.db();
-    let exec = db.executions().get(id).await?;
+    let summary = wflo.execution_summary(id).await?;
+    let exec = &summary.execution;
     println!();
     println!(
         "{name}: execution {id} {} in {:.1}s",
         exec.status,
         elapsed.as_secs_f64()
     );
-    let steps = db.steps().list(id).await?;
     let mut t = Table::new(&[
         "step",
         "kind",
@@ -298,36 +298,27 @@ pub(crate) async fn print_summary(
         ">tokens",
         ">cost USD",
     ]);
-    for s in &steps {
+    for s in &summary.steps {
+        let row = &s.step;
         t.row(vec![
-            s.step_key.clone(),
-            s.step_type.clone(),
-            s.status.to_string(),
-            s.attempt.to_string(),
-            if s.tokens.total() == 0 {
-                "-".into()
-            } else {
-                format!("{}+{}", s.tokens.prompt, s.tokens.completion)
-            },
-            crate::format::step_cost(s.cost_usd, s.outputs.as_ref()),
+            row.step_key.clone(),
+            row.step_type.clone(),
+            row.status.to_string(),
+            row.attempt.to_string(),
+            tokens(&row.tokens),
+            crate::format::step_cost(row.cost_usd, s.output.as_ref()),
         ]);
     }
     if !t.is_empty() {
         println!("\n{}", t.render().trim_end());
     }
     // What the code steps printed: the point of the quickstart.
-    for s in steps.iter().filter(|s| s.step_type == "code") {
-        if let Some(out) = s
-            .outputs
-            .as_ref()
-            .and_then(|o| o.get("stdout"))
-            .and_then(Value::as_str)
-            .filter(|o| !o.trim().is_empty())
-        {
-            println!("\n{} printed:\n{}", s.step_key, out.trim_end());
+    for s in &summary.steps {
+        if let Some(out) = s.stdout() {
+            println!("\n{} printed:\n{}", s.step.step_key, out.trim_end());
         }
     }
-    print_model_costs(wflo, id).await?;
+    print_model_costs(&summary.costs_by_model);
     println!(
         "\ntotal {} USD{}, {} tokens ({} prompt + {} completion)",
         usd(exec.cost_usd),
@@ -353,18 +344,19 @@ pub(crate) async fn print_summary(
     Ok(())
 }
 
-/// The ledger's totals per model for one execution.
-pub(crate) async fn print_model_costs(wflo: &Wflo, id: Uuid) -> anyhow::Result<()> {
-    let by_model = wflo
-        .engine()
-        .costs()
-        .totals_by_model(&CostQuery {
-            execution_id: Some(id),
-            ..CostQuery::default()
-        })
-        .await?;
+/// A step's or a run's tokens, `-` when none.
+pub(crate) fn tokens(t: &wflo_core::db::Tokens) -> String {
+    if t.total() == 0 {
+        "-".into()
+    } else {
+        format!("{}+{}", t.prompt, t.completion)
+    }
+}
+
+/// The ledger's totals per model.
+pub(crate) fn print_model_costs(by_model: &BTreeMap<String, CostSummary>) {
     if by_model.is_empty() {
-        return Ok(());
+        return;
     }
     let mut t = Table::new(&[
         "model",
@@ -374,7 +366,7 @@ pub(crate) async fn print_model_costs(wflo: &Wflo, id: Uuid) -> anyhow::Result<(
         ">cached",
         ">cost USD",
     ]);
-    for (model, s) in &by_model {
+    for (model, s) in by_model {
         t.row(vec![
             model.clone(),
             s.calls.to_string(),
@@ -385,7 +377,6 @@ pub(crate) async fn print_model_costs(wflo: &Wflo, id: Uuid) -> anyhow::Result<(
         ]);
     }
     println!("\n{}", t.render().trim_end());
-    Ok(())
 }
 
 #[cfg(test)]
