@@ -64,11 +64,12 @@ pub use wflo_runtime::{
 /// ```
 pub mod types {
     pub use wflo_types::{
-        AlertType, ApprovalOutput, ApprovalPayload, ApprovalStatus, AuditPayload, CheckpointOutput,
-        CodeOutput, CostPayload, Error, EventEnvelope, EventPayload, EventType, ExecutionStatus,
-        LlmOutput, RollbackStatus, RunLabels, SCHEMA_VERSION, SandboxPayload, StepKind, StepOutput,
-        StepStatus, StepStatusPayload, TokenUsage, ToolOutput, Usd, WorkflowStatusPayload,
-        canonical_json, redact_url, topic,
+        AlertType, ApprovalId, ApprovalOutput, ApprovalPayload, ApprovalStatus, AuditPayload,
+        CheckpointOutput, CodeOutput, CostPayload, Error, EventEnvelope, EventPayload, EventType,
+        ExecutionId, ExecutionStatus, LlmOutput, ReservationId, RollbackStatus, RunLabels,
+        SCHEMA_VERSION, SandboxPayload, SnapshotId, StepId, StepKind, StepOutput, StepStatus,
+        StepStatusPayload, TokenUsage, ToolOutput, Usd, WorkflowStatusPayload, canonical_json,
+        redact_url, topic,
     };
 }
 

@@ -3,6 +3,8 @@
 //! Inner crate of Wflo: its API may change in any release. Use it through `wflo-core`, the one
 //! public, semver'd facade.
 //!
+//! * Ids: [`ExecutionId`], [`StepId`], [`ApprovalId`], [`SnapshotId`], [`ReservationId`], each a
+//!   newtype over a UUID, so one cannot be passed where another is expected.
 //! * [`status`]: the status enums of executions, steps, approvals and rollbacks, with the
 //!   transitions each allows.
 //! * [`TokenUsage`]: what one LLM call used, in one shape from the provider to the ledger.
@@ -21,6 +23,7 @@ mod macros;
 
 mod canonical;
 pub mod event;
+mod ids;
 mod redact;
 pub mod status;
 pub mod step;
@@ -31,6 +34,7 @@ pub use event::{
     AlertType, ApprovalPayload, AuditPayload, CostPayload, EventEnvelope, EventPayload, EventType,
     RunLabels, SCHEMA_VERSION, SandboxPayload, StepStatusPayload, WorkflowStatusPayload,
 };
+pub use ids::{ApprovalId, ExecutionId, ReservationId, SnapshotId, StepId};
 pub use redact::redact_url;
 pub use status::{ApprovalStatus, ExecutionStatus, RollbackStatus, StepStatus};
 pub use step::{
@@ -80,6 +84,16 @@ pub enum Error {
         value: String,
         /// Its values.
         expected: String,
+    },
+    /// A text that is not the UUID an id is.
+    #[error(
+        "`{value}` is not a valid {what}; expected a uuid such as 0190c5f2-7a3e-7cc1-8d2b-3f6a1e0b9c4d"
+    )]
+    InvalidId {
+        /// The kind of id.
+        what: &'static str,
+        /// The text read.
+        value: String,
     },
 }
 
