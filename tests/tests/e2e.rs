@@ -618,7 +618,7 @@ async fn rollback_restores_variables_and_compensates_in_reverse(
                     let f = f.clone();
                     async move {
                         if *f.lock().unwrap() {
-                            Err("the deploy broke".to_string())
+                            Err("the deploy broke".into())
                         } else {
                             Ok(json!("t3"))
                         }

@@ -12,6 +12,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 use uuid::Uuid;
 use wflo_core::Observer;
+use wflo_core::types::{StepKind, StepStatus};
 
 /// Follows one run.
 #[derive(Debug)]
@@ -154,7 +155,8 @@ fn bar_position(total: Decimal, budget: Decimal) -> u64 {
 }
 
 impl Observer for Progress {
-    fn step_started(&self, step: &str, kind: &str, attempt: i32) {
+    fn step_started(&self, step: &str, kind: StepKind, attempt: i32) {
+        let kind = kind.as_str();
         match self.step_bar(step) {
             Some(bar) => {
                 bar.set_message(if attempt > 1 {
@@ -168,7 +170,7 @@ impl Observer for Progress {
         }
     }
 
-    fn step_finished(&self, step: &str, status: &str, cost_usd: Decimal) {
+    fn step_finished(&self, step: &str, status: StepStatus, cost_usd: Decimal) {
         let cost = if cost_usd.is_zero() {
             String::new()
         } else {
@@ -176,7 +178,11 @@ impl Observer for Progress {
         };
         match self.step_bar(step) {
             Some(bar) => {
-                let mark = if status == "COMPLETED" { "✔" } else { "✘" };
+                let mark = if status == StepStatus::Completed {
+                    "✔"
+                } else {
+                    "✘"
+                };
                 bar.set_style(
                     ProgressStyle::with_template("{prefix:<16} {msg}")
                         .unwrap_or_else(|_| ProgressStyle::default_spinner()),

@@ -46,7 +46,7 @@ pub use wflo_runtime::{
     ApprovalCall, ApprovalPolicy, ApprovalTicket, CodeCall, Ctx, Engine, EngineBuilder,
     EngineConfig, EngineConfigBuilder, FnTool, InputDef, LlmCall, Observer, PlannedStep, Policies,
     RetryPolicy, RollbackOutcome, RunOptions, RunOutcome, StepDef, StepKind, StepReport, Tool,
-    WorkflowBuilder, WorkflowDef, action_fingerprint, extract_code,
+    ToolError, WorkflowBuilder, WorkflowDef, action_fingerprint, extract_code,
 };
 
 /// The shared vocabulary: statuses, token usage, events and their payloads, step kinds and

@@ -114,6 +114,8 @@ pub enum Error {
         tool: String,
         /// Its error.
         message: String,
+        /// Whether the tool said another call may succeed.
+        retryable: bool,
     },
     /// An operation that the execution's state does not allow.
     #[error("{0}")]
@@ -169,6 +171,10 @@ impl Error {
                 | Error::Cost(_)
                 // The step's own retry policy has run its course.
                 | Error::StepFailed { .. }
+                | Error::Tool {
+                    retryable: false,
+                    ..
+                }
         )
     }
 }

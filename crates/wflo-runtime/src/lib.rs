@@ -47,4 +47,4 @@ pub use engine::{
 };
 pub use error::{Error, Result};
 pub use events::SOURCE as EVENT_SOURCE;
-pub use tools::{FnTool, Observer, Tool};
+pub use tools::{FnTool, Observer, Tool, ToolError};

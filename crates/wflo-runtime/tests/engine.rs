@@ -19,7 +19,8 @@ use uuid::Uuid;
 use wflo_cost::{Period, Scope};
 use wflo_db::{ApprovalStatus, ExecutionStatus, Executor, RiskLevel, RollbackStatus, StepStatus};
 use wflo_runtime::{
-    Engine, Error, FnTool, LlmCall, Observer, RunOptions, WorkflowDef, action_fingerprint,
+    Engine, Error, FnTool, LlmCall, Observer, RunOptions, ToolError, WorkflowDef,
+    action_fingerprint,
 };
 use wflo_types::EventPayload;
 
@@ -46,7 +47,7 @@ fn flaky(failing: &Arc<AtomicBool>) -> FnTool {
         let failing = failing.clone();
         async move {
             if failing.load(Ordering::SeqCst) {
-                Err("the service said no".to_string())
+                Err("the service said no".into())
             } else {
                 Ok(json!("done"))
             }
@@ -65,7 +66,7 @@ impl Recorder {
 }
 
 impl Observer for Recorder {
-    fn step_started(&self, step: &str, kind: &str, attempt: i32) {
+    fn step_started(&self, step: &str, kind: wflo_types::StepKind, attempt: i32) {
         self.0
             .lock()
             .unwrap()
@@ -303,6 +304,47 @@ async fn an_unregistered_tool_names_the_registered_ones() {
     assert_eq!(
         engine.db().executions().get(id).await.unwrap().status,
         ExecutionStatus::Failed
+    );
+}
+
+/// A tool's own word on retrying decides: a permanent error is not called again however many
+/// attempts the step allows; a retryable one is, until the attempts run out.
+#[rstest]
+#[case::permanent(ToolError::permanent("the account is closed"), 1, "permanent")]
+#[case::retryable(ToolError::new("the service is busy"), 3, "retryable")]
+#[tokio::test]
+async fn a_tool_says_whether_another_call_may_help(
+    #[case] error: ToolError,
+    #[case] expected_calls: usize,
+    #[case] _label: &str,
+) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let tool = {
+        let calls = calls.clone();
+        FnTool::new(move |_| {
+            let (calls, error) = (calls.clone(), error.clone());
+            async move {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err(error)
+            }
+        })
+    };
+    let engine = engine(None, |b| b.tool("pay", tool)).await;
+    let def = WorkflowDef::from_yaml(
+        "name: pay\nsteps:\n  - id: pay\n    kind: tool\n    tool: pay\n    retry: {max_attempts: 3, backoff_ms: 1}\n",
+    )
+    .unwrap();
+    let id = Uuid::now_v7();
+    let err = engine.run(&def, options_with_id(id)).await.unwrap_err();
+    assert_eq!(calls.load(Ordering::SeqCst), expected_calls, "{err}");
+    assert_eq!(
+        step_rows(&engine, id).await,
+        vec![(
+            "pay".to_string(),
+            "tool".to_string(),
+            StepStatus::Failed,
+            expected_calls as i32
+        )]
     );
 }
 

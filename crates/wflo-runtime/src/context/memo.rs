@@ -8,6 +8,7 @@ use crate::{Error, Result};
 use serde_json::Value;
 use std::time::Duration;
 use wflo_db::{Executor, StepStatus};
+use wflo_types::StepKind;
 
 impl Ctx {
     /// Runs one durable step: a completed step returns its stored output without running
@@ -19,7 +20,7 @@ impl Ctx {
     pub(crate) async fn memo<F, Fut>(
         &self,
         key: &str,
-        kind: &str,
+        kind: StepKind,
         inputs: Value,
         retry: RetryPolicy,
         timeout: Option<Duration>,
@@ -63,7 +64,7 @@ impl Ctx {
                     Err(e) => return Err(e),
                 },
                 // A new step starts RUNNING with its event, committed before the body runs.
-                None => match self.start_step(key, kind, &inputs).await? {
+                None => match self.start_step(key, kind.as_str(), &inputs).await? {
                     Some(s) => s,
                     None => {
                         reread = true;
@@ -105,7 +106,7 @@ impl Ctx {
                         .outputs
                         .insert(key.to_string(), out.clone());
                     if let Some(o) = &self.observer {
-                        o.step_finished(key, "COMPLETED", done.cost_usd);
+                        o.step_finished(key, StepStatus::Completed, done.cost_usd);
                         // The execution's total changes only with a step that cost something.
                         if !done.cost_usd.is_zero()
                             && let Ok(e) = db.executions().get(self.execution).await
@@ -120,7 +121,7 @@ impl Ctx {
                         .set_step_status(&step_now, StepStatus::Failed, None, Some(e.to_string()))
                         .await?;
                     if let Some(o) = &self.observer {
-                        o.step_finished(key, "FAILED", failed.cost_usd);
+                        o.step_finished(key, StepStatus::Failed, failed.cost_usd);
                     }
                     step = Some(failed);
                     if !e.is_retryable() {

@@ -12,7 +12,7 @@ use wflo_db::{
     Approval, ApprovalDecision, ApprovalStatus, Db, ExecutionStatus, Executor, NewApproval,
     Outcome, RiskLevel, TimeoutPolicy,
 };
-use wflo_types::{ApprovalOutput, StepOutput};
+use wflo_types::{ApprovalOutput, StepKind, StepOutput};
 
 /// A request for a human decision.
 #[derive(Debug, Clone, PartialEq)]
@@ -68,7 +68,7 @@ impl Ctx {
             json!({"message": call.message, "action": call.action, "fingerprint": fingerprint});
         self.memo(
             key,
-            "approval",
+            StepKind::Approval,
             inputs,
             RetryPolicy::default(),
             None,

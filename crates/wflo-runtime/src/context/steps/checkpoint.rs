@@ -15,7 +15,7 @@ impl Ctx {
         let out = self
             .memo(
                 key,
-                "checkpoint",
+                StepKind::Checkpoint,
                 json!({}),
                 RetryPolicy::default(),
                 None,

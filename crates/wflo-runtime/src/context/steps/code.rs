@@ -6,7 +6,7 @@ use crate::{Error, Result, events};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::time::Duration;
-use wflo_types::{CodeOutput, StepOutput};
+use wflo_types::{CodeOutput, StepKind, StepOutput};
 
 /// A code run in the sandbox.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,7 +51,7 @@ impl Ctx {
         let inputs = json!({"language": call.language, "code": call.code, "network": call.network});
         let this = self.clone();
         let key_s = key.to_string();
-        self.memo(key, "code", inputs, retry, timeout, move |_step| {
+        self.memo(key, StepKind::Code, inputs, retry, timeout, move |_step| {
             let this = this.clone();
             let call = call.clone();
             let key = key_s.clone();

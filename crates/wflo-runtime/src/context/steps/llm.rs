@@ -11,7 +11,7 @@ use std::time::Duration;
 use wflo_cost::{BudgetReservation, ChatMessage, ReserveRequest, TokenUsage};
 use wflo_db::Executor;
 use wflo_llm::{ChatRequest, ChatResponse};
-use wflo_types::{LlmOutput, RunLabels, StepOutput};
+use wflo_types::{LlmOutput, RunLabels, StepKind, StepOutput};
 
 /// An LLM call.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -97,7 +97,7 @@ impl Ctx {
     ) -> Result<Value> {
         let inputs = serde_json::to_value(&call).unwrap_or(Value::Null);
         let this = self.clone();
-        self.memo(key, "llm", inputs, retry, timeout, move |step| {
+        self.memo(key, StepKind::Llm, inputs, retry, timeout, move |step| {
             let this = this.clone();
             let call = call.clone();
             let key = key.to_string();

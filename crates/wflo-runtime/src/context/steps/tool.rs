@@ -5,6 +5,7 @@ use crate::definition::RetryPolicy;
 use crate::{Error, Result};
 use serde_json::{Value, json};
 use std::time::Duration;
+use wflo_types::StepKind;
 
 impl Ctx {
     /// Calls a registered tool.
@@ -34,7 +35,7 @@ impl Ctx {
         let name_s = name.to_string();
         self.memo(
             key,
-            "tool",
+            StepKind::Tool,
             json!({"tool": name, "input": input}),
             retry,
             timeout,
@@ -43,9 +44,10 @@ impl Ctx {
                 let input = input.clone();
                 let name = name_s.clone();
                 async move {
-                    tool.call(input).await.map_err(|message| Error::Tool {
+                    tool.call(input).await.map_err(|e| Error::Tool {
                         tool: name,
-                        message,
+                        retryable: e.is_retryable(),
+                        message: e.message().to_string(),
                     })
                 }
             },
