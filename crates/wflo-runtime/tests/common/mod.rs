@@ -1,6 +1,7 @@
 //! What the hermetic engine suite needs: a database of the test's own (SQLite in memory), a
 //! fake LLM provider in the process that counts its calls, an engine on both, and the events a
-//! run wrote, typed.
+//! run wrote, typed. Each test binary uses a part of it.
+#![allow(dead_code)]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
