@@ -53,6 +53,7 @@ pub struct DbConfig {
     connect_timeout: Duration,
     acquire_timeout: Duration,
     auto_migrate: bool,
+    log_statements: bool,
 }
 
 impl std::fmt::Debug for DbConfig {
@@ -63,6 +64,7 @@ impl std::fmt::Debug for DbConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("acquire_timeout", &self.acquire_timeout)
             .field("auto_migrate", &self.auto_migrate)
+            .field("log_statements", &self.log_statements)
             .finish()
     }
 }
@@ -78,6 +80,7 @@ impl DbConfig {
                 connect_timeout: Duration::from_secs(5),
                 acquire_timeout: Duration::from_secs(30),
                 auto_migrate: true,
+                log_statements: false,
             },
         }
     }
@@ -122,6 +125,13 @@ impl DbConfigBuilder {
     /// migrations is refused with [`Error::SchemaOutdated`].
     pub fn auto_migrate(mut self, yes: bool) -> Self {
         self.config.auto_migrate = yes;
+        self
+    }
+
+    /// Emit every statement as a `tracing` event (target `sqlx::query`, level INFO, the SQL in
+    /// `summary` and `db.statement`) for a subscriber to show or count (default off).
+    pub fn log_statements(mut self, yes: bool) -> Self {
+        self.config.log_statements = yes;
         self
     }
 
@@ -174,7 +184,7 @@ impl Db {
             .min_connections(if in_memory { 1 } else { 0 })
             .connect_timeout(config.connect_timeout)
             .acquire_timeout(config.acquire_timeout)
-            .sqlx_logging(false)
+            .sqlx_logging(config.log_statements)
             // Every commit is synced to disk (the SQLite default, stated here because the
             // guarantees depend on it: a RUNNING step and a paid LLM response survive a power
             // loss, not only a process crash).
