@@ -250,7 +250,8 @@ pub mod temporal {
     /// The Temporal engine's error (inside [`crate::Error::Temporal`]).
     pub use wflo_temporal::Error;
     pub use wflo_temporal::{
-        ActivityRetry, ApprovalSignal, DEFAULT_ADDRESS, DEFAULT_NAMESPACE, DEFAULT_TASK_QUEUE,
+        ActivityRetry, ApprovalSignal, CODE_STEP, CODE_WORKFLOW, CodeExecutionOutput,
+        CodeExecutionRequest, DEFAULT_ADDRESS, DEFAULT_NAMESPACE, DEFAULT_TASK_QUEUE,
         PendingApproval, Poller, RunStatus, StartedRun, TemporalClient, TemporalConfig,
         TemporalConfigBuilder, TemporalWorker, WfloOutcome, WfloStatus, WorkerBuilder,
         WorkerHandle, WorkflowRun, wflo_workflow_id,
