@@ -36,7 +36,7 @@ fn bench_backend(c: &mut Criterion, rt: &tokio::runtime::Runtime, backend: Backe
             let engine = w.engine().clone();
             let run = run_no;
             async move {
-                let id = Uuid::now_v7();
+                let id = wflo_core::types::ExecutionId::new();
                 let elapsed = std::sync::Arc::new(std::sync::Mutex::new(Duration::ZERO));
                 let e2 = elapsed.clone();
                 engine

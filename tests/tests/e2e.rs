@@ -11,10 +11,10 @@ use serde_json::{Value, json};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use uuid::Uuid;
 use wflo_core::db::{
     ApprovalStatus, Backend, ExecutionStatus, Executor, RiskLevel, StepStatus, TimeoutPolicy,
 };
+use wflo_core::types::{ApprovalId, ExecutionId};
 use wflo_core::{
     ApprovalCall, Config, FnTool, LlmCall, LlmSettings, RunOptions, RuntimeError, Wflo, WorkflowDef,
 };
@@ -280,14 +280,14 @@ async fn child_entry() {
             })
             .await
             .unwrap();
-            let id: Uuid = std::env::var("WFLO_E2E_EXEC").unwrap().parse().unwrap();
+            let id: ExecutionId = std::env::var("WFLO_E2E_EXEC").unwrap().parse().unwrap();
             let _ = w.engine().resume(id, RunOptions::default()).await;
         }
         "approve" => {
             let w = Wflo::connect(Config::builder().database_url(db).build().unwrap())
                 .await
                 .unwrap();
-            let id: Uuid = std::env::var("WFLO_E2E_APPROVAL").unwrap().parse().unwrap();
+            let id: ApprovalId = std::env::var("WFLO_E2E_APPROVAL").unwrap().parse().unwrap();
             w.engine()
                 .decide(id, true, "alice", Some("checked by hand".into()))
                 .await
@@ -375,7 +375,7 @@ async fn a_process_killed_after_step_two_resumes_at_step_three(
 
 // ------------------------------------------------------------------ approvals
 
-async fn wait_for_pending(t: &TestDb, execution: Uuid) -> wflo_core::db::Approval {
+async fn wait_for_pending(t: &TestDb, execution: ExecutionId) -> wflo_core::db::Approval {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(a) = t
@@ -403,7 +403,7 @@ async fn an_approval_given_from_another_process_unblocks_the_run(
 ) {
     let t = TestDb::new(backend).await;
     let w = wflo(&t, None).await;
-    let id = Uuid::now_v7();
+    let id = ExecutionId::new();
     let engine = w.engine().clone();
     let run = tokio::spawn(async move {
         engine
@@ -466,9 +466,9 @@ async fn an_approval_given_from_another_process_unblocks_the_run(
 async fn run_with_timeout_policy(
     t: &TestDb,
     policy: TimeoutPolicy,
-) -> (Uuid, Result<wflo_core::RunOutcome, RuntimeError>) {
+) -> (ExecutionId, Result<wflo_core::RunOutcome, RuntimeError>) {
     let w = wflo(t, None).await;
-    let id = Uuid::now_v7();
+    let id = ExecutionId::new();
     let result = w
         .engine()
         .run_fn(
@@ -534,7 +534,7 @@ async fn a_stale_approval_is_refused(
 ) {
     let t = TestDb::new(backend).await;
     let w = wflo(&t, None).await;
-    let id = Uuid::now_v7();
+    let id = ExecutionId::new();
     let run = |action: Value| {
         let engine = w.engine().clone();
         async move {
@@ -628,7 +628,7 @@ async fn rollback_restores_variables_and_compensates_in_reverse(
     })
     .await
     .unwrap();
-    let id = Uuid::now_v7();
+    let id = ExecutionId::new();
     let seen = Arc::new(Mutex::new(Vec::<Option<Value>>::new()));
     let run = || {
         let engine = w.engine().clone();
@@ -792,7 +792,7 @@ async fn the_closure_api_memoizes_llm_calls(
     let t = TestDb::new(backend).await;
     let llm = fake_llm("```python\nprint('hi')\n```").await;
     let w = wflo(&t, Some(&llm)).await;
-    let id = Uuid::now_v7();
+    let id = ExecutionId::new();
     let fail = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let mut results = Vec::new();
     for _ in 0..2 {

@@ -134,7 +134,7 @@ fn sample_events() -> Vec<EventPayload> {
         scope: Some("execution".into()),
     };
     let approval = ApprovalPayload {
-        approval_id: Some(Uuid::now_v7()),
+        approval_id: Some(wflo_types::ApprovalId::new()),
         step_id: Some("deploy".into()),
         decision: Some("REJECTED".into()),
         approver: Some("alice@example.com".into()),

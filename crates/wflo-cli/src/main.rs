@@ -13,7 +13,7 @@ mod progress;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use uuid::Uuid;
+use wflo_core::types::{ApprovalId, ExecutionId};
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -101,7 +101,7 @@ pub(crate) struct RunArgs {
     /// Continue this execution (after a failure, an interruption or a rollback): completed
     /// steps are not run again.
     #[arg(long, value_name = "EXECUTION_ID", conflicts_with_all = ["inputs", "budget"])]
-    pub(crate) resume: Option<Uuid>,
+    pub(crate) resume: Option<ExecutionId>,
     /// Record the live provider's answers into this replay cassette (JSON Lines), for offline
     /// reruns with WFLO_LLM_CASSETTE. Needs OPENAI_API_KEY or ANTHROPIC_API_KEY.
     #[arg(long, value_name = "PATH")]
@@ -122,7 +122,7 @@ enum ExecutionsAction {
     /// One execution: steps, snapshots, approvals, rollbacks and costs.
     Show {
         /// The execution id.
-        id: Uuid,
+        id: ExecutionId,
     },
 }
 
@@ -133,7 +133,7 @@ enum ApprovalsAction {
     /// Approve a pending request.
     Approve {
         /// The approval id (see `wflo approvals list`).
-        id: Uuid,
+        id: ApprovalId,
         /// Why.
         #[arg(long)]
         reason: Option<String>,
@@ -144,7 +144,7 @@ enum ApprovalsAction {
     /// Reject a pending request.
     Reject {
         /// The approval id.
-        id: Uuid,
+        id: ApprovalId,
         /// Why (required).
         #[arg(long)]
         reason: String,
@@ -157,7 +157,7 @@ enum ApprovalsAction {
 #[derive(Debug, Args)]
 struct RollbackArgs {
     /// The execution.
-    execution: Uuid,
+    execution: ExecutionId,
     /// The snapshot version to restore (see `wflo executions show`).
     #[arg(long = "to", value_name = "SNAPSHOT_VERSION")]
     to: i32,
@@ -278,7 +278,7 @@ mod tests {
 
     #[test]
     fn resume_needs_no_file_and_refuses_a_new_budget() {
-        let id = Uuid::nil().to_string();
+        let id = uuid::Uuid::nil().to_string();
         assert!(Cli::try_parse_from(["wflo", "run", "--resume", &id]).is_ok());
         assert!(Cli::try_parse_from(["wflo", "run", "--resume", &id, "--budget", "1"]).is_err());
         assert!(Cli::try_parse_from(["wflo", "run"]).is_err());
@@ -286,7 +286,7 @@ mod tests {
 
     #[test]
     fn reject_needs_a_reason() {
-        let id = Uuid::nil().to_string();
+        let id = uuid::Uuid::nil().to_string();
         assert!(Cli::try_parse_from(["wflo", "approvals", "reject", &id]).is_err());
         assert!(
             Cli::try_parse_from(["wflo", "approvals", "reject", &id, "--reason", "no"]).is_ok()

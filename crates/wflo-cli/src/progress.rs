@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
 use std::time::Duration;
-use uuid::Uuid;
 use wflo_core::Observer;
+use wflo_core::types::ApprovalId;
 use wflo_core::types::{StepKind, StepStatus};
 
 /// Follows one run.
@@ -210,7 +210,7 @@ impl Observer for Progress {
         }
     }
 
-    fn waiting_for_approval(&self, approval: Uuid, message: &str) {
+    fn waiting_for_approval(&self, approval: ApprovalId, message: &str) {
         let line = format!(
             "waiting for approval {approval}: {message}\n  decide with `wflo approvals approve {approval}` or `wflo approvals reject {approval} --reason ...`"
         );

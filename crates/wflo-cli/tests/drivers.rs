@@ -75,7 +75,7 @@ async fn reserved(w: &World, execution: &str) -> Decimal {
     )
     .await
     .unwrap();
-    let id: uuid::Uuid = execution.parse().unwrap();
+    let id: wflo_core::types::ExecutionId = execution.parse().unwrap();
     wflo.engine()
         .costs()
         .budget(
@@ -305,7 +305,7 @@ async fn a_driver_whose_lease_was_taken_over_stops_before_its_next_step() {
     })
     .await
     .unwrap();
-    let id = uuid::Uuid::now_v7();
+    let id = wflo_core::types::ExecutionId::new();
     let def = wflo_core::WorkflowDef::from_yaml(&format!(
         "name: stolen\nsteps:\n  - id: steal\n    kind: tool\n    tool: steal\n    input: {{execution: \"{id}\"}}\n  - id: next\n    kind: checkpoint\n    depends_on: [steal]\n"
     ))

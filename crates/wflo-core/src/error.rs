@@ -316,7 +316,7 @@ mod tests {
     #[test]
     fn a_second_decision_is_a_conflict_and_final() {
         let e = Error::Runtime(wflo_runtime::Error::AlreadyDecided {
-            approval: uuid::Uuid::nil(),
+            approval: uuid::Uuid::nil().into(),
             status: wflo_db::ApprovalStatus::Approved,
             by: "alice".into(),
             at: None,

@@ -385,12 +385,13 @@ impl Wflo {
     /// the error says what is missing and the request stays pending.
     pub async fn decide_approval(
         &self,
-        approval_id: uuid::Uuid,
+        approval_id: impl Into<wflo_types::ApprovalId>,
         approve: bool,
         actor: &str,
         reason: Option<String>,
     ) -> Result<Decided> {
         use wflo_db::Executor as _;
+        let approval_id: wflo_types::ApprovalId = approval_id.into();
         let approval = self.db.approvals().get(approval_id).await?;
         let exec = self.db.executions().get(approval.execution_id).await?;
         if exec.engine != wflo_db::ExecutionEngine::Temporal {

@@ -3,8 +3,8 @@
 
 use crate::{Result, Wflo};
 use std::collections::BTreeMap;
-use uuid::Uuid;
 use wflo_db::Executor;
+use wflo_types::{ExecutionId, SnapshotId};
 use wflo_types::{StepKind, StepOutput};
 
 /// Everything recorded about one execution, read by [`Wflo::execution_summary`].
@@ -62,7 +62,7 @@ impl StepSummary {
 
 impl ExecutionSummary {
     /// The snapshot version of a snapshot id (rollbacks name their target by id).
-    pub fn snapshot_version(&self, id: Uuid) -> Option<i32> {
+    pub fn snapshot_version(&self, id: SnapshotId) -> Option<i32> {
         self.snapshots
             .iter()
             .find(|s| s.id == id)
@@ -72,7 +72,8 @@ impl ExecutionSummary {
 
 impl Wflo {
     /// Everything recorded about execution `id`; an unknown id is a not-found error.
-    pub async fn execution_summary(&self, id: Uuid) -> Result<ExecutionSummary> {
+    pub async fn execution_summary(&self, id: impl Into<ExecutionId>) -> Result<ExecutionSummary> {
+        let id: ExecutionId = id.into();
         let db = &self.db;
         let execution = db.executions().get(id).await?;
         let definition = db.definitions().get(execution.workflow_id).await?;

@@ -5,6 +5,7 @@ use chrono::{DateTime, Datelike, Utc};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 use wflo_types::RunLabels;
+use wflo_types::{ExecutionId, ReservationId};
 
 use crate::usage::CostBreakdown;
 
@@ -13,7 +14,7 @@ use crate::usage::CostBreakdown;
 #[non_exhaustive]
 pub enum Scope {
     /// One workflow execution.
-    Execution(Uuid),
+    Execution(ExecutionId),
     /// Every execution of a workflow definition (by name).
     Workflow(String),
     /// A tenant (customer, team).
@@ -138,13 +139,13 @@ impl From<wflo_db::Budget> for BudgetState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BudgetReservation {
     /// Its id: pass it to [`CostTracker::settle`](crate::CostTracker::settle) or [`CostTracker::release`](crate::CostTracker::release).
-    pub id: Uuid,
+    pub id: ReservationId,
     /// The caller's idempotency key.
     pub request_id: String,
     /// The amount held in each budget.
     pub amount_usd: Decimal,
     /// The execution of the call.
-    pub execution_id: Option<Uuid>,
+    pub execution_id: Option<ExecutionId>,
     /// The labels of that execution's run, as the request gave them (the settle's ledger row
     /// and events take them from here; `None`: the workflow name is read from the execution).
     pub labels: Option<RunLabels>,
@@ -186,7 +187,7 @@ pub struct ReserveRequest {
     /// The worst-case cost ([`crate::CostEstimate::cost_usd`]).
     pub amount_usd: Decimal,
     /// The execution of the call.
-    pub execution_id: Option<Uuid>,
+    pub execution_id: Option<ExecutionId>,
     /// The labels of that execution's run (workflow name, trace and correlation ids) when the
     /// caller knows them: settling then reads nothing back to label the ledger row and events.
     pub labels: Option<RunLabels>,

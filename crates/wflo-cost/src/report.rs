@@ -5,8 +5,8 @@ use crate::tracker::CostTracker;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use std::collections::BTreeMap;
-use uuid::Uuid;
 use wflo_db::Executor;
+use wflo_types::ExecutionId;
 
 /// Sums over ledger rows.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -45,7 +45,7 @@ impl From<wflo_db::CostTotals> for CostSummary {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CostQuery {
     /// Only this execution.
-    pub execution_id: Option<Uuid>,
+    pub execution_id: Option<ExecutionId>,
     /// Only this workflow definition.
     pub workflow: Option<String>,
     /// Only this model (catalogue id).

@@ -18,7 +18,10 @@ use wflo_cost::{
     ReserveRequest, Scope, TokenUsage,
 };
 use wflo_db::testing::TestDb;
-use wflo_db::{Backend, Db, Executor, NewDefinition, NewExecution, NewStep, ReservationStatus};
+use wflo_db::{
+    Backend, Db, ExecutionId, Executor, NewDefinition, NewExecution, NewStep, ReservationId,
+    ReservationStatus, StepId,
+};
 
 /// A model priced at exactly $1 per 1M tokens in and out: n tokens cost n µUSD.
 const TEST_MODEL: &str = "test-micro";
@@ -38,7 +41,7 @@ fn tracker(db: &Db) -> CostTracker {
     )
 }
 
-async fn execution(db: &Db, workflow: &str) -> Uuid {
+async fn execution(db: &Db, workflow: &str) -> ExecutionId {
     let def = match db.definitions().latest(workflow).await {
         Ok(d) => d,
         Err(_) => db
@@ -54,7 +57,7 @@ async fn execution(db: &Db, workflow: &str) -> Uuid {
         .id
 }
 
-async fn step(db: &Db, execution: Uuid, key: &str) -> Uuid {
+async fn step(db: &Db, execution: ExecutionId, key: &str) -> StepId {
     db.steps()
         .create(NewStep {
             execution_id: execution,
@@ -71,7 +74,12 @@ fn usd_micro(n: u64) -> TokenUsage {
     TokenUsage::new(TEST_MODEL, n, 0)
 }
 
-fn request(id: &str, scopes: Vec<Scope>, amount: Decimal, exec: Option<Uuid>) -> ReserveRequest {
+fn request(
+    id: &str,
+    scopes: Vec<Scope>,
+    amount: Decimal,
+    exec: Option<ExecutionId>,
+) -> ReserveRequest {
     ReserveRequest {
         request_id: id.into(),
         scopes,
@@ -711,7 +719,7 @@ async fn same_request_id_reserved_twice_counts_once(
         Err(Error::ReservationClosed { .. })
     ));
     let mut ghost = first.clone();
-    ghost.id = Uuid::now_v7();
+    ghost.id = ReservationId::new();
     assert!(matches!(
         tr.settle(&ghost, None, &usd_micro(1)).await,
         Err(Error::UnknownReservation(_))

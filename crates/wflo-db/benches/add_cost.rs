@@ -7,7 +7,6 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rust_decimal_macros::dec;
 use serde_json::json;
 use std::time::{Duration, Instant};
-use uuid::Uuid;
 use wflo_db::testing::TestDb;
 use wflo_db::{Backend, Executor, NewDefinition, NewExecution, NewStep, Tokens};
 
@@ -16,8 +15,8 @@ const TASKS: u64 = 16;
 struct Fixture {
     db: TestDb,
     raw: sqlx::PgPool,
-    execution: Uuid,
-    step: Uuid,
+    execution: wflo_db::ExecutionId,
+    step: wflo_db::StepId,
 }
 
 async fn fixture() -> Fixture {
@@ -126,7 +125,7 @@ fn bench(c: &mut Criterion) {
                         .bind(10i64)
                         .bind(5i64)
                         .bind(chrono::Utc::now())
-                        .bind(exec)
+                        .bind(exec.as_uuid())
                         .execute(&raw)
                         .await
                         .unwrap();
@@ -170,7 +169,7 @@ fn bench(c: &mut Criterion) {
                         .bind(10i64)
                         .bind(5i64)
                         .bind(now)
-                        .bind(exec)
+                        .bind(exec.as_uuid())
                         .execute(&mut *tx)
                         .await
                         .unwrap();
@@ -179,8 +178,8 @@ fn bench(c: &mut Criterion) {
                         .bind(10i64)
                         .bind(5i64)
                         .bind(now)
-                        .bind(step)
-                        .bind(exec)
+                        .bind(step.as_uuid())
+                        .bind(exec.as_uuid())
                         .execute(&mut *tx)
                         .await
                         .unwrap();

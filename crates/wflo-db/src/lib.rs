@@ -51,3 +51,5 @@ pub mod testing;
 pub use db::{Backend, Db, DbConfig, DbConfigBuilder, Executor, SchemaStatus, Tx, redact};
 pub use error::{Error, Result};
 pub use repo::*;
+/// The ids rows carry and repositories take (the shared vocabulary's types).
+pub use wflo_types::{ApprovalId, ExecutionId, ReservationId, SnapshotId, StepId};

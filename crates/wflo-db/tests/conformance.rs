@@ -44,7 +44,7 @@ async fn execution(db: &Db) -> (wflo_db::Definition, wflo_db::Execution) {
     (def, exec)
 }
 
-fn approval(execution_id: Uuid) -> NewApproval {
+fn approval(execution_id: wflo_db::ExecutionId) -> NewApproval {
     NewApproval {
         execution_id,
         step_key: Some("deploy".into()),
@@ -570,7 +570,12 @@ async fn negative_cost_and_unknown_targets_are_refused(#[case] backend: Backend)
     // transaction).
     let err = t
         .executions()
-        .add_cost(exec.id, Some(Uuid::now_v7()), dec!(0.01), Tokens::default())
+        .add_cost(
+            exec.id,
+            Some(wflo_db::StepId::new()),
+            dec!(0.01),
+            Tokens::default(),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, Error::NotFound { .. }), "{err:?}");
@@ -1116,7 +1121,7 @@ async fn foreign_key_violations_are_typed_errors(#[case] backend: Backend) {
     let err = t
         .steps()
         .create(NewStep {
-            execution_id: Uuid::now_v7(),
+            execution_id: wflo_db::ExecutionId::new(),
             step_key: "x".into(),
             step_type: "tool".into(),
             inputs: None,
@@ -1129,7 +1134,7 @@ async fn foreign_key_violations_are_typed_errors(#[case] backend: Backend) {
         .rollbacks()
         .create(NewRollback {
             execution_id: exec.id,
-            snapshot_id: Uuid::now_v7(),
+            snapshot_id: wflo_db::SnapshotId::new(),
             reason: "r".into(),
             initiated_by: "me".into(),
             details: json!({}),
@@ -1462,7 +1467,7 @@ fn hold(request: &str, usd: Decimal) -> wflo_db::BudgetOp<'static> {
     })
 }
 
-fn charge(id: Uuid, usd: Decimal) -> wflo_db::BudgetOp<'static> {
+fn charge(id: wflo_db::ReservationId, usd: Decimal) -> wflo_db::BudgetOp<'static> {
     wflo_db::BudgetOp::Settle {
         settle: wflo_db::Settle {
             reservation_id: id,
@@ -1548,7 +1553,7 @@ async fn a_budget_batch_is_its_operations_in_order(#[case] backend: Backend) {
             charge(a.id, dec!(0.45)),
             charge(a.id, dec!(0.45)),
             wflo_db::BudgetOp::Release(b.id),
-            wflo_db::BudgetOp::Release(Uuid::now_v7()),
+            wflo_db::BudgetOp::Release(wflo_db::ReservationId::new()),
             hold("d", dec!(0.55)),
         ])
         .await
@@ -1988,10 +1993,13 @@ async fn executions_without_a_live_driver_are_found_and_temporal_ones_take_no_le
 /// transaction writes it).
 async fn settle_with_cost_event(
     t: &Db,
-    exec: Uuid,
+    exec: wflo_db::ExecutionId,
     usd: Decimal,
     make: wflo_db::CostEventFn<'static>,
-) -> (Uuid, wflo_db::Result<wflo_db::BudgetOpOutcome>) {
+) -> (
+    wflo_db::ReservationId,
+    wflo_db::Result<wflo_db::BudgetOpOutcome>,
+) {
     let key = wflo_db::BudgetKey::new(format!("execution:{exec}"), "");
     t.budgets()
         .ensure(wflo_db::NewBudget {

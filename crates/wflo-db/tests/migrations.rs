@@ -74,7 +74,7 @@ async fn rows_of_the_previous_format_are_moved_into_columns(#[case] backend: Bac
         json!({"inputs": {"tag": "d"}, "budget_usd": "1.000000001", "other": true}),
     ];
     for (id, doc) in ids.iter().zip(&old) {
-        store_old_inputs(&t, *id, doc).await;
+        store_old_inputs(&t, id.as_uuid(), doc).await;
     }
     t.migrate_up().await.unwrap();
 

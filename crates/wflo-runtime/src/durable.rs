@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 use wflo_db::{ApprovalStatus, ExecutionStatus, Executor, Outcome, StepStatus};
+use wflo_types::{ApprovalId, ExecutionId};
 
 /// A step of an execution's plan, in run order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,7 +46,7 @@ pub struct StepReport {
 #[non_exhaustive]
 pub struct ApprovalTicket {
     /// The request.
-    pub approval_id: Uuid,
+    pub approval_id: ApprovalId,
     /// What the approver is asked.
     pub message: String,
     /// Whether it still waits for a decision.
@@ -71,7 +72,7 @@ impl ApprovalTicket {
 impl Engine {
     /// A context on an existing execution with the outputs of its completed steps loaded
     /// (templates of the next step can refer to them).
-    async fn durable_context(&self, execution_id: Uuid) -> Result<(Ctx, Arc<WorkflowDef>)> {
+    async fn durable_context(&self, execution_id: ExecutionId) -> Result<(Ctx, Arc<WorkflowDef>)> {
         let exec = self.db().executions().get(execution_id).await?;
         let def = self.stored_definition(exec.workflow_id).await?;
         let ctx = self.context_of(exec, &RunOptions::default()).await?;
@@ -110,7 +111,7 @@ impl Engine {
     pub async fn open_execution(
         &self,
         def: &WorkflowDef,
-        execution_id: Uuid,
+        execution_id: ExecutionId,
         inputs: Map<String, Value>,
         budget_usd: Option<Decimal>,
     ) -> Result<Vec<PlannedStep>> {
@@ -149,7 +150,7 @@ impl Engine {
     /// Runs one step of an execution's definition through the shared step logic (memoized:
     /// a completed step returns its stored output). An approval step runs once its request
     /// is decided (see [`Engine::open_approval`]); an undecided one waits as in-process.
-    pub async fn run_step(&self, execution_id: Uuid, step_id: &str) -> Result<StepReport> {
+    pub async fn run_step(&self, execution_id: ExecutionId, step_id: &str) -> Result<StepReport> {
         let (ctx, def) = self.durable_context(execution_id).await?;
         let step = def
             .step(step_id)
@@ -171,7 +172,11 @@ impl Engine {
     /// opened; auto-approval rules apply. A pending request marks the execution
     /// WAITING_APPROVAL; the caller waits (for a decision or the returned timeout), then calls
     /// [`Engine::close_approval`] and runs the step.
-    pub async fn open_approval(&self, execution_id: Uuid, step_id: &str) -> Result<ApprovalTicket> {
+    pub async fn open_approval(
+        &self,
+        execution_id: ExecutionId,
+        step_id: &str,
+    ) -> Result<ApprovalTicket> {
         let (ctx, def) = self.durable_context(execution_id).await?;
         let step = def
             .step(step_id)
@@ -188,7 +193,7 @@ impl Engine {
                 .as_ref()
                 .and_then(|o| o.get("approval_id"))
                 .and_then(|v| serde_json::from_value(v.clone()).ok())
-                .unwrap_or_else(Uuid::nil);
+                .unwrap_or_else(|| ApprovalId::from_uuid(Uuid::nil()));
             return Ok(ApprovalTicket {
                 approval_id: id,
                 message: String::new(),
@@ -222,7 +227,7 @@ impl Engine {
     /// returns the new pending request. Once decided, the execution is RUNNING again.
     pub async fn close_approval(
         &self,
-        approval_id: Uuid,
+        approval_id: ApprovalId,
         decision: Option<(bool, &str, Option<String>)>,
     ) -> Result<ApprovalTicket> {
         let current = self.db().approvals().get(approval_id).await?;
@@ -254,7 +259,7 @@ impl Engine {
     /// the status event. An execution that already ended so is returned as it is.
     pub async fn finish_execution(
         &self,
-        execution_id: Uuid,
+        execution_id: ExecutionId,
         result: std::result::Result<Value, String>,
     ) -> Result<RunOutcome> {
         let current = self.db().executions().get(execution_id).await?;
@@ -293,7 +298,7 @@ impl Engine {
     /// reservation it still holds released (a cancelled call is not paid for). Steps left
     /// RUNNING are marked FAILED with the reason. Cancelling a cancelled execution changes
     /// nothing.
-    pub async fn cancel_execution(&self, execution_id: Uuid, reason: &str) -> Result<()> {
+    pub async fn cancel_execution(&self, execution_id: ExecutionId, reason: &str) -> Result<()> {
         let (ctx, _) = self.durable_context(execution_id).await?;
         let exec = self.db().executions().get(execution_id).await?;
         self.costs().release_for_execution(execution_id).await?;

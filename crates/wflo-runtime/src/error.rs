@@ -67,7 +67,7 @@ pub enum Error {
         /// The step.
         step: String,
         /// The approval request.
-        approval: uuid::Uuid,
+        approval: wflo_types::ApprovalId,
         /// The fingerprint that was approved.
         approved: String,
         /// The fingerprint of the action now.
@@ -80,7 +80,7 @@ pub enum Error {
     )]
     AlreadyDecided {
         /// The approval request.
-        approval: uuid::Uuid,
+        approval: wflo_types::ApprovalId,
         /// The decision that stands.
         status: wflo_db::ApprovalStatus,
         /// Who took it.

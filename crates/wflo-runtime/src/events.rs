@@ -1,8 +1,8 @@
 //! Events written to the outbox in the same transaction as the change they describe.
 
 use serde_json::Value;
-use uuid::Uuid;
 use wflo_db::NewOutboxEvent;
+use wflo_types::ExecutionId;
 use wflo_types::{
     ApprovalPayload, AuditPayload, EventEnvelope, EventPayload, RunLabels, SandboxPayload,
     StepStatusPayload, WorkflowStatusPayload,
@@ -12,7 +12,11 @@ use wflo_types::{
 pub const SOURCE: &str = "wflo-runtime";
 
 /// An outbox row for `payload` about an execution labelled `labels`.
-pub(crate) fn outbox(payload: EventPayload, execution: Uuid, labels: &RunLabels) -> NewOutboxEvent {
+pub(crate) fn outbox(
+    payload: EventPayload,
+    execution: ExecutionId,
+    labels: &RunLabels,
+) -> NewOutboxEvent {
     let env = EventEnvelope::new(SOURCE, payload)
         .with_execution(execution)
         .with_labels(labels);

@@ -11,11 +11,12 @@ use std::time::Duration;
 use tokio::time::Instant;
 use uuid::Uuid;
 use wflo_db::{Db, Executor, Lease};
+use wflo_types::ExecutionId;
 
 /// A lease held by this process, shared by the run's contexts and the renewal task.
 #[derive(Debug)]
 pub(crate) struct Held {
-    execution: Uuid,
+    execution: ExecutionId,
     lease: Mutex<Lease>,
     /// Set when a renewal found the lease gone.
     lost: AtomicBool,
@@ -67,7 +68,7 @@ impl Driving {
     /// Takes the lease of `execution` for `holder` and starts renewing it every third of `ttl`.
     pub(crate) async fn acquire(
         db: &Db,
-        execution: Uuid,
+        execution: ExecutionId,
         holder: &str,
         ttl: Duration,
     ) -> Result<Driving> {

@@ -141,7 +141,7 @@ pub trait Observer: Send + Sync + 'static {
     /// A step's stored output was reused (resume).
     fn step_reused(&self, _step: &str) {}
     /// The run waits for a decision.
-    fn waiting_for_approval(&self, _approval: uuid::Uuid, _message: &str) {}
+    fn waiting_for_approval(&self, _approval: wflo_types::ApprovalId, _message: &str) {}
     /// Spend changed.
     fn spend(&self, _total_usd: rust_decimal::Decimal, _budget_usd: Option<rust_decimal::Decimal>) {
     }

@@ -15,14 +15,13 @@ use serde_json::{Value, json};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use uuid::Uuid;
 use wflo_cost::{Period, Scope};
 use wflo_db::{ApprovalStatus, ExecutionStatus, Executor, RiskLevel, RollbackStatus, StepStatus};
 use wflo_runtime::{
     Engine, Error, FnTool, LlmCall, Observer, RunOptions, ToolError, WorkflowDef,
     action_fingerprint,
 };
-use wflo_types::EventPayload;
+use wflo_types::{ApprovalId, EventPayload, ExecutionId};
 
 /// What one call of the fake costs: gpt-4o-mini at $0.15 / $0.60 per million tokens, 40 in and
 /// 25 out.
@@ -77,7 +76,7 @@ impl Observer for Recorder {
     }
 }
 
-fn options_with_id(id: Uuid) -> RunOptions {
+fn options_with_id(id: ExecutionId) -> RunOptions {
     RunOptions {
         execution_id: Some(id),
         ..Default::default()
@@ -85,7 +84,10 @@ fn options_with_id(id: Uuid) -> RunOptions {
 }
 
 /// The statuses of an execution's step rows, in the order they were created.
-async fn step_rows(engine: &Engine, execution: Uuid) -> Vec<(String, String, StepStatus, i32)> {
+async fn step_rows(
+    engine: &Engine,
+    execution: ExecutionId,
+) -> Vec<(String, String, StepStatus, i32)> {
     engine
         .db()
         .steps()
@@ -98,7 +100,7 @@ async fn step_rows(engine: &Engine, execution: Uuid) -> Vec<(String, String, Ste
 }
 
 /// Where the execution's own budget stands: (spent, reserved).
-async fn execution_budget(engine: &Engine, execution: Uuid) -> (Decimal, Decimal) {
+async fn execution_budget(engine: &Engine, execution: ExecutionId) -> (Decimal, Decimal) {
     let b = engine
         .costs()
         .budget(
@@ -265,7 +267,7 @@ steps:
 "#,
     )
     .unwrap();
-    let id = Uuid::now_v7();
+    let id = ExecutionId::new();
     let err = engine.run(&def, options_with_id(id)).await.unwrap_err();
     let Error::NotConfigured(message) = &err else {
         panic!("expected NotConfigured, got {err:?}");
@@ -293,7 +295,7 @@ async fn an_unregistered_tool_names_the_registered_ones() {
         "name: typo\nsteps:\n  - id: call\n    kind: tool\n    tool: ecko\n",
     )
     .unwrap();
-    let id = Uuid::now_v7();
+    let id = ExecutionId::new();
     let err = engine.run(&def, options_with_id(id)).await.unwrap_err();
     assert!(matches!(err, Error::NotConfigured(_)), "{err:?}");
     let text = err.to_string();
@@ -334,7 +336,7 @@ async fn a_tool_says_whether_another_call_may_help(
         "name: pay\nsteps:\n  - id: pay\n    kind: tool\n    tool: pay\n    retry: {max_attempts: 3, backoff_ms: 1}\n",
     )
     .unwrap();
-    let id = Uuid::now_v7();
+    let id = ExecutionId::new();
     let err = engine.run(&def, options_with_id(id)).await.unwrap_err();
     assert_eq!(calls.load(Ordering::SeqCst), expected_calls, "{err}");
     assert_eq!(
@@ -371,7 +373,7 @@ async fn a_resumed_execution_reuses_the_paid_call() {
     let failing = Arc::new(AtomicBool::new(true));
     let engine = engine(Some(&llm), |b| b.tool("flaky", flaky(&failing))).await;
     let def = WorkflowDef::from_yaml(RESUMABLE).unwrap();
-    let id = Uuid::now_v7();
+    let id = ExecutionId::new();
 
     let err = engine.run(&def, options_with_id(id)).await.unwrap_err();
     match &err {
@@ -450,7 +452,7 @@ async fn a_resumed_execution_reuses_the_paid_call() {
 async fn a_closure_rerun_with_the_same_execution_id_does_not_call_again() {
     let llm = FakeLlm::answering("Here:\n```python\nprint('hi')\n```\n");
     let engine = engine(Some(&llm), |b| b).await;
-    let id = Uuid::now_v7();
+    let id = ExecutionId::new();
     let crash = Arc::new(AtomicBool::new(true));
     let mut results = Vec::new();
     for _ in 0..2 {
@@ -520,7 +522,7 @@ async fn a_budget_too_small_refuses_the_call_before_it_is_made() {
     let llm = FakeLlm::answering("never sent");
     let engine = engine(Some(&llm), |b| b).await;
     let def = WorkflowDef::from_yaml(TWO_CALLS).unwrap();
-    let id = Uuid::now_v7();
+    let id = ExecutionId::new();
     let err = engine
         .run(
             &def,
@@ -583,7 +585,7 @@ async fn the_call_that_no_longer_fits_is_refused_after_the_spent_one() {
     let llm = FakeLlm::answering("an answer");
     let engine = engine(Some(&llm), |b| b).await;
     let def = WorkflowDef::from_yaml(TWO_CALLS).unwrap();
-    let id = Uuid::now_v7();
+    let id = ExecutionId::new();
     // Room for one worst case (about $0.000032), not for a second after the first's $0.000021.
     let err = engine
         .run(
@@ -645,7 +647,7 @@ async fn a_transient_provider_failure_is_retried_until_it_answers() {
     let llm = FakeLlm::failing_first(2, "yes");
     let engine = engine(Some(&llm), |b| b).await;
     let def = WorkflowDef::from_yaml(RETRIED).unwrap();
-    let id = Uuid::now_v7();
+    let id = ExecutionId::new();
     let out = engine
         .run(
             &def,
@@ -698,7 +700,7 @@ async fn a_retried_call_is_held_to_the_budget_and_charged() {
     let llm = FakeLlm::failing_first(1, "an answer");
     let engine = engine(Some(&llm), |b| b).await;
     let def = WorkflowDef::from_yaml(TWO_CALLS).unwrap();
-    let id = Uuid::now_v7();
+    let id = ExecutionId::new();
     let result = engine
         .run(
             &def,
@@ -731,7 +733,7 @@ async fn retries_end_after_the_last_attempt() {
     let engine = engine(Some(&llm), |b| b).await;
     let mut def = WorkflowDef::from_yaml(RETRIED).unwrap();
     def.steps[0].retry.max_attempts = 2;
-    let id = Uuid::now_v7();
+    let id = ExecutionId::new();
     let err = engine
         .run(
             &def,
@@ -824,7 +826,7 @@ async fn rollback_compensates_in_reverse_and_the_resumed_run_redoes_the_undone_s
     })
     .await;
     let def = WorkflowDef::from_yaml(DEPLOY).unwrap();
-    let id = Uuid::now_v7();
+    let id = ExecutionId::new();
     let err = engine.run(&def, options_with_id(id)).await.unwrap_err();
     assert!(
         matches!(&err, Error::StepFailed { step, .. } if step == "verify"),
@@ -927,10 +929,10 @@ steps:
 /// pending approval's id).
 async fn waiting_release(
     engine: &Engine,
-    id: Uuid,
+    id: ExecutionId,
 ) -> (
     tokio::task::JoinHandle<wflo_runtime::Result<wflo_runtime::RunOutcome>>,
-    Uuid,
+    ApprovalId,
 ) {
     let def = WorkflowDef::from_yaml(RELEASE).unwrap();
     let e = engine.clone();
@@ -964,7 +966,7 @@ async fn waiting_release(
 async fn an_approval_unblocks_the_run_and_is_decided_once() {
     let ships = Arc::new(AtomicUsize::new(0));
     let engine = engine(None, |b| b.tool("echo", echo(&ships))).await;
-    let id = Uuid::now_v7();
+    let id = ExecutionId::new();
     let (run, approval) = waiting_release(&engine, id).await;
     assert_eq!(ships.load(Ordering::SeqCst), 0, "nothing ships before");
 
@@ -1030,7 +1032,7 @@ async fn an_approval_unblocks_the_run_and_is_decided_once() {
 async fn a_rejection_fails_the_run_before_the_gated_step() {
     let ships = Arc::new(AtomicUsize::new(0));
     let engine = engine(None, |b| b.tool("echo", echo(&ships))).await;
-    let id = Uuid::now_v7();
+    let id = ExecutionId::new();
     let (run, approval) = waiting_release(&engine, id).await;
     engine
         .decide(approval, false, "bob", Some("not on a friday".into()))

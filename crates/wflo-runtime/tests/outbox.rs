@@ -17,10 +17,10 @@ use rust_decimal::Decimal;
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use uuid::Uuid;
 use wflo_db::{ApprovalStatus, Executor};
 use wflo_runtime::{Engine, FnTool, RunOptions, ToolError, WorkflowDef};
 use wflo_types::EventPayload;
+use wflo_types::ExecutionId;
 
 /// How many random runs.
 const RUNS: u64 = 60;
@@ -121,7 +121,7 @@ async fn shared_engine(llm: &Arc<FakeLlm>) -> Engine {
 }
 
 /// Checks one run's events against its rows; returns what was wrong, if anything.
-async fn check(engine: &Engine, id: Uuid) -> Result<(), String> {
+async fn check(engine: &Engine, id: ExecutionId) -> Result<(), String> {
     let db = engine.db();
     let exec = db.executions().get(id).await.map_err(|e| e.to_string())?;
     let steps = db.steps().list(id).await.map_err(|e| e.to_string())?;
@@ -206,7 +206,7 @@ async fn every_recorded_change_has_exactly_one_event() {
         let name = format!("random-{seed}");
         let def = WorkflowDef::from_yaml(&yaml(&name, &chain))
             .unwrap_or_else(|e| panic!("seed {seed}: {chain:?}: {e}"));
-        let id = Uuid::now_v7();
+        let id = ExecutionId::new();
         let result = engine
             .run(
                 &def,

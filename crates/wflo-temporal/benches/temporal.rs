@@ -48,7 +48,7 @@ async fn one(c: &TemporalClient, queue: &str, kind: &Kind) -> f64 {
             assert_eq!(c.noop_result(&id).await.expect("result"), 3);
         }
         Kind::Wflo(def) => {
-            let execution = uuid::Uuid::now_v7();
+            let execution = wflo_types::ExecutionId::new();
             c.start_wflo(execution, def, serde_json::Map::new(), None)
                 .await
                 .expect("start");

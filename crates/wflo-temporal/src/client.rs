@@ -66,7 +66,7 @@ pub(crate) async fn connect(config: &TemporalConfig) -> Result<Client> {
 }
 
 /// The workflow id of the `WfloWorkflow` run of an execution.
-pub fn wflo_workflow_id(execution_id: uuid::Uuid) -> String {
+pub fn wflo_workflow_id(execution_id: wflo_types::ExecutionId) -> String {
     format!("wflo-{execution_id}")
 }
 
@@ -219,7 +219,7 @@ impl TemporalClient {
     ) -> Result<StartedRun> {
         request.validate()?;
         let input = CodeExecutionInput {
-            execution_id: uuid::Uuid::now_v7(),
+            execution_id: wflo_types::ExecutionId::new(),
             request,
             policy: self.policy(),
         };
@@ -253,7 +253,7 @@ impl TemporalClient {
     /// (pick a new UUIDv7 per run; the workflow id is `wflo-<execution id>`).
     pub async fn start_wflo(
         &self,
-        execution_id: uuid::Uuid,
+        execution_id: wflo_types::ExecutionId,
         definition: &wflo_runtime::WorkflowDef,
         inputs: serde_json::Map<String, serde_json::Value>,
         budget_usd: Option<rust_decimal::Decimal>,

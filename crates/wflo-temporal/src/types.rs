@@ -132,7 +132,7 @@ impl CodeExecutionRequest {
 #[non_exhaustive]
 pub struct CodeExecutionOutput {
     /// The execution the run recorded under (its step [`CODE_STEP`] holds this output).
-    pub execution_id: uuid::Uuid,
+    pub execution_id: wflo_types::ExecutionId,
     /// `succeeded` (a program that fails, times out or is killed fails the run instead).
     pub status: String,
     /// The exit code.
@@ -158,7 +158,7 @@ impl CodeExecutionOutput {
     }
 
     /// From the code step's typed output.
-    pub(crate) fn of(execution_id: uuid::Uuid, o: wflo_types::CodeOutput) -> Self {
+    pub(crate) fn of(execution_id: wflo_types::ExecutionId, o: wflo_types::CodeOutput) -> Self {
         CodeExecutionOutput {
             execution_id,
             status: o.status,
@@ -288,7 +288,7 @@ mod tests {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[allow(unreachable_pub)] // crosses the wire; not part of the crate's API
 pub struct CodeRun {
-    pub(crate) execution_id: uuid::Uuid,
+    pub(crate) execution_id: wflo_types::ExecutionId,
     pub(crate) request: CodeExecutionRequest,
 }
 
@@ -298,7 +298,7 @@ pub struct CodeRun {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[allow(unreachable_pub)] // crosses the wire; not part of the crate's API
 pub struct WfloInput {
-    pub(crate) execution_id: uuid::Uuid,
+    pub(crate) execution_id: wflo_types::ExecutionId,
     /// The definition as JSON (`WorkflowDef`).
     pub(crate) definition: serde_json::Value,
     pub(crate) inputs: serde_json::Map<String, serde_json::Value>,
@@ -318,7 +318,7 @@ pub struct PlannedStep {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[allow(unreachable_pub)] // crosses the wire; not part of the crate's API
 pub struct StepRef {
-    pub(crate) execution_id: uuid::Uuid,
+    pub(crate) execution_id: wflo_types::ExecutionId,
     pub(crate) step: String,
 }
 
@@ -334,7 +334,7 @@ pub struct StepDone {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[allow(unreachable_pub)] // crosses the wire; not part of the crate's API
 pub struct ApprovalTicket {
-    pub(crate) approval_id: uuid::Uuid,
+    pub(crate) approval_id: wflo_types::ApprovalId,
     pub(crate) message: String,
     /// Still waiting for a decision.
     pub(crate) pending: bool,
@@ -346,7 +346,7 @@ pub struct ApprovalTicket {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[allow(unreachable_pub)] // crosses the wire; not part of the crate's API
 pub struct CloseApproval {
-    pub(crate) approval_id: uuid::Uuid,
+    pub(crate) approval_id: wflo_types::ApprovalId,
     pub(crate) decision: Option<(bool, ApprovalSignal)>,
 }
 
@@ -354,7 +354,7 @@ pub struct CloseApproval {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[allow(unreachable_pub)] // crosses the wire; not part of the crate's API
 pub struct FinishExecution {
-    pub(crate) execution_id: uuid::Uuid,
+    pub(crate) execution_id: wflo_types::ExecutionId,
     pub(crate) result: std::result::Result<serde_json::Value, String>,
 }
 
@@ -362,7 +362,7 @@ pub struct FinishExecution {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[allow(unreachable_pub)] // crosses the wire; not part of the crate's API
 pub struct CancelExecution {
-    pub(crate) execution_id: uuid::Uuid,
+    pub(crate) execution_id: wflo_types::ExecutionId,
     pub(crate) reason: String,
 }
 
@@ -371,7 +371,7 @@ pub struct CancelExecution {
 #[non_exhaustive]
 pub struct ApprovalSignal {
     /// The approval request (from the `pending_approval` query or `wflo approvals list`).
-    pub approval_id: uuid::Uuid,
+    pub approval_id: wflo_types::ApprovalId,
     /// Who decides.
     pub approver: String,
     /// Why.
@@ -380,7 +380,7 @@ pub struct ApprovalSignal {
 
 impl ApprovalSignal {
     /// A decision on `approval_id` by `approver`.
-    pub fn new(approval_id: uuid::Uuid, approver: impl Into<String>) -> Self {
+    pub fn new(approval_id: wflo_types::ApprovalId, approver: impl Into<String>) -> Self {
         ApprovalSignal {
             approval_id,
             approver: approver.into(),
@@ -400,7 +400,7 @@ impl ApprovalSignal {
 #[non_exhaustive]
 pub struct PendingApproval {
     /// The approval request.
-    pub approval_id: uuid::Uuid,
+    pub approval_id: wflo_types::ApprovalId,
     /// The step it gates.
     pub step: String,
     /// What the approver is asked.
@@ -412,7 +412,7 @@ pub struct PendingApproval {
 #[non_exhaustive]
 pub struct WfloStatus {
     /// The execution the run records under (once saved).
-    pub execution_id: Option<uuid::Uuid>,
+    pub execution_id: Option<wflo_types::ExecutionId>,
     /// `STARTING`, `RUNNING`, `WAITING_APPROVAL`, `COMPLETED`, `FAILED` or `CANCELLED`.
     pub status: String,
     /// The step running now.
@@ -432,7 +432,7 @@ pub struct WfloStatus {
 #[non_exhaustive]
 pub struct WfloOutcome {
     /// The execution.
-    pub execution_id: uuid::Uuid,
+    pub execution_id: wflo_types::ExecutionId,
     /// Its final status (`COMPLETED`).
     pub status: String,
     /// The outputs of its steps, by step id.

@@ -19,7 +19,6 @@ use temporalio_sdk::{
     WorkflowCancellationToken, WorkflowContext, WorkflowContextView, WorkflowResult,
     WorkflowTermination, workflows::select,
 };
-use uuid::Uuid;
 
 /// Activity options from a run's recorded policy; `extra` is added to the start-to-close
 /// timeout (a code run's own timeout).
@@ -72,7 +71,7 @@ impl SimpleWorkflow {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CodeExecutionInput {
     /// The execution the run records under (chosen by the client).
-    pub(crate) execution_id: Uuid,
+    pub(crate) execution_id: wflo_types::ExecutionId,
     pub(crate) request: CodeExecutionRequest,
     pub(crate) policy: ActivityPolicy,
 }
@@ -187,7 +186,7 @@ impl NoopWorkflow {
 pub struct WfloWorkflow {
     state: WfloStatus,
     /// Decisions by approval id; the first signal for an approval stands.
-    decisions: BTreeMap<Uuid, (bool, ApprovalSignal)>,
+    decisions: BTreeMap<wflo_types::ApprovalId, (bool, ApprovalSignal)>,
     cancel_requested: Option<String>,
 }
 
@@ -280,7 +279,7 @@ impl WfloWorkflow {
         ctx: &mut WorkflowContext<Self>,
         options: &ActivityOptions,
         local: &LocalActivityOptions,
-        execution_id: Uuid,
+        execution_id: wflo_types::ExecutionId,
         plan: Vec<PlannedStep>,
     ) -> Result<serde_json::Map<String, serde_json::Value>, Stop> {
         let mut outputs = serde_json::Map::new();

@@ -13,7 +13,6 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use uuid::Uuid;
 use wflo_db::testing::TestDb;
 use wflo_db::{ApprovalStatus, Backend, ExecutionStatus, Executor, StepStatus};
 use wflo_llm::testing::openai_chat_completion;
@@ -22,6 +21,7 @@ use wflo_temporal::{
     ApprovalSignal, CODE_STEP, CodeExecutionRequest, Error, RunStatus, TemporalClient,
     TemporalConfig, TemporalWorker, WorkerHandle, wflo_workflow_id,
 };
+use wflo_types::{ApprovalId, ExecutionId};
 use wflo_types::{EventEnvelope, EventPayload, SandboxPayload};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -161,9 +161,13 @@ impl World {
             .expect("worker starts")
     }
 
-    async fn start(&self, yaml: &str, budget: Option<rust_decimal::Decimal>) -> (Uuid, String) {
+    async fn start(
+        &self,
+        yaml: &str,
+        budget: Option<rust_decimal::Decimal>,
+    ) -> (ExecutionId, String) {
         let def = WorkflowDef::from_yaml(yaml).unwrap();
-        let execution = Uuid::now_v7();
+        let execution = ExecutionId::new();
         self.client
             .start_wflo(execution, &def, serde_json::Map::new(), budget)
             .await
@@ -171,12 +175,12 @@ impl World {
         (execution, wflo_workflow_id(execution))
     }
 
-    async fn execution(&self, id: Uuid) -> wflo_db::Execution {
+    async fn execution(&self, id: ExecutionId) -> wflo_db::Execution {
         self.t.executions().get(id).await.unwrap()
     }
 
     /// The `sandbox.execution` events the execution wrote to the outbox.
-    async fn sandbox_events(&self, execution: Uuid) -> Vec<SandboxPayload> {
+    async fn sandbox_events(&self, execution: ExecutionId) -> Vec<SandboxPayload> {
         self.t
             .outbox()
             .unpublished(10_000)
@@ -193,7 +197,7 @@ impl World {
     }
 
     /// Waits until the run reports a pending approval and returns its id.
-    async fn pending_approval(&self, workflow_id: &str) -> Uuid {
+    async fn pending_approval(&self, workflow_id: &str) -> ApprovalId {
         for _ in 0..300 {
             if let Some(p) = self
                 .client
@@ -334,7 +338,7 @@ async fn the_approve_signal_approves_and_a_signal_for_another_approval_changes_n
     assert!(matches!(
         w.client
             .approve(
-                &wflo_workflow_id(Uuid::now_v7()),
+                &wflo_workflow_id(ExecutionId::new()),
                 ApprovalSignal::new(approval, "alice")
             )
             .await,
@@ -347,7 +351,7 @@ async fn the_approve_signal_approves_and_a_signal_for_another_approval_changes_n
     // A signal needs no worker, so the client no longer asks the run first: a signal for an
     // approval the run does not wait for is delivered and changes nothing.
     w.client
-        .approve(&wf, ApprovalSignal::new(Uuid::now_v7(), "mallory"))
+        .approve(&wf, ApprovalSignal::new(ApprovalId::new(), "mallory"))
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -624,7 +628,7 @@ async fn a_definition_that_fails_validation_is_refused_before_a_start() {
     let w = world("invalid", Duration::ZERO).await;
     let mut def = WorkflowDef::from_yaml(AGENT).unwrap();
     def.steps[1].depends_on = vec!["nowhere".into()];
-    let execution = Uuid::now_v7();
+    let execution = ExecutionId::new();
     let err = w
         .client
         .start_wflo(execution, &def, serde_json::Map::new(), None)
@@ -642,7 +646,7 @@ async fn a_definition_that_fails_validation_is_refused_before_a_start() {
 }
 
 /// The `code` step row of a code run's execution.
-async fn code_step(w: &World, execution: Uuid) -> wflo_db::Step {
+async fn code_step(w: &World, execution: ExecutionId) -> wflo_db::Step {
     let steps = w.t.steps().list(execution).await.unwrap();
     assert_eq!(steps.len(), 1, "{steps:?}");
     assert_eq!(steps[0].step_key, CODE_STEP);

@@ -145,7 +145,7 @@ pub struct EventEnvelope {
     pub source: String,
     /// The execution it concerns.
     #[serde(default)]
-    pub execution_id: Option<Uuid>,
+    pub execution_id: Option<crate::ExecutionId>,
     /// The workflow it concerns.
     #[serde(default)]
     pub workflow_id: Option<String>,
@@ -204,8 +204,8 @@ impl EventEnvelope {
     }
 
     /// Sets the execution id (also the partition key).
-    pub fn with_execution(mut self, id: Uuid) -> Self {
-        self.execution_id = Some(id);
+    pub fn with_execution(mut self, id: impl Into<crate::ExecutionId>) -> Self {
+        self.execution_id = Some(id.into());
         self
     }
 
@@ -440,7 +440,7 @@ pub struct SandboxPayload {
 #[serde(default)]
 pub struct ApprovalPayload {
     /// The approval request's id.
-    pub approval_id: Option<Uuid>,
+    pub approval_id: Option<crate::ApprovalId>,
     /// The step awaiting approval.
     pub step_id: Option<String>,
     /// Decision (`APPROVED`, `REJECTED`) when decided.
@@ -490,7 +490,7 @@ mod tests {
             scope: Some("exec".into()),
         };
         let approval = ApprovalPayload {
-            approval_id: Some(Uuid::now_v7()),
+            approval_id: Some(crate::ApprovalId::new()),
             step_id: Some("deploy".into()),
             decision: Some("APPROVED".into()),
             approver: Some("alice".into()),

@@ -8,7 +8,6 @@ use crate::TokenUsage;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use uuid::Uuid;
 
 /// What a step does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -128,7 +127,7 @@ impl CodeOutput {
 #[serde(default)]
 pub struct ApprovalOutput {
     /// The approval request.
-    pub approval_id: Option<Uuid>,
+    pub approval_id: Option<crate::ApprovalId>,
     /// `APPROVED` (a rejected step fails instead of storing an output).
     pub decision: String,
     /// Who decided.
@@ -145,7 +144,7 @@ pub struct CheckpointOutput {
     pub snapshot_version: i32,
     /// The snapshot's id.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub snapshot_id: Option<Uuid>,
+    pub snapshot_id: Option<crate::SnapshotId>,
 }
 
 /// What a tool step stored: the tool's own JSON answer.

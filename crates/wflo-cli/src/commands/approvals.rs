@@ -1,8 +1,8 @@
 //! `wflo approvals list|approve|reject`.
 
 use crate::format::{Table, maybe_time, short, time};
-use uuid::Uuid;
 use wflo_core::db::Executor;
+use wflo_core::types::ApprovalId;
 
 pub(crate) async fn list() -> anyhow::Result<u8> {
     let wflo = super::connect(super::config()?).await?;
@@ -39,7 +39,7 @@ pub(crate) async fn list() -> anyhow::Result<u8> {
 }
 
 pub(crate) async fn decide(
-    id: Uuid,
+    id: ApprovalId,
     approve: bool,
     reason: Option<String>,
     approver: String,

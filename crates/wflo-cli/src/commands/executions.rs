@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::str::FromStr;
 use uuid::Uuid;
 use wflo_core::db::{ExecutionStatus, Executor};
+use wflo_core::types::ExecutionId;
 
 /// Parses a status, in any case.
 pub(crate) fn parse_status(s: &str) -> Result<ExecutionStatus, String> {
@@ -87,7 +88,7 @@ pub(crate) async fn list(status: Option<ExecutionStatus>, limit: u64) -> anyhow:
     Ok(0)
 }
 
-pub(crate) async fn show(id: Uuid) -> anyhow::Result<u8> {
+pub(crate) async fn show(id: ExecutionId) -> anyhow::Result<u8> {
     let wflo = super::connect(super::config()?).await?;
     let summary = wflo.execution_summary(id).await?;
     let e = &summary.execution;

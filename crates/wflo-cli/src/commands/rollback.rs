@@ -1,9 +1,9 @@
 //! `wflo rollback EXECUTION --to VERSION --reason R`.
 
-use uuid::Uuid;
+use wflo_core::types::ExecutionId;
 
 pub(crate) async fn rollback(
-    execution: Uuid,
+    execution: ExecutionId,
     to: i32,
     reason: String,
     by: String,

@@ -11,9 +11,9 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::Arc;
-use uuid::Uuid;
 use wflo_core::cost::CostSummary;
 use wflo_core::db::{ExecutionStatus, Executor};
+use wflo_core::types::{ApprovalId, ExecutionId};
 use wflo_core::{RunOptions, Wflo, WorkflowDef};
 
 /// Parses `NAME=VALUE`: VALUE is JSON when it is a number, boolean, array or object, else text.
@@ -186,7 +186,7 @@ async fn run_on_temporal(args: RunArgs, config: wflo_core::Config) -> anyhow::Re
         .with_context(|| format!("{} is not a valid workflow", path.display()))?;
     let wflo = super::connect(config).await?;
     let client = wflo_core::temporal::TemporalClient::connect(temporal).await?;
-    let id = Uuid::now_v7();
+    let id = ExecutionId::new();
     let started_run = client
         .start_wflo(id, &def, args.inputs.iter().cloned().collect(), args.budget)
         .await?;
@@ -203,7 +203,7 @@ async fn run_on_temporal(args: RunArgs, config: wflo_core::Config) -> anyhow::Re
     let result = client.wflo_result(&workflow_id);
     tokio::pin!(result);
     let mut shown = 0usize;
-    let mut waiting: Option<Uuid> = None;
+    let mut waiting: Option<ApprovalId> = None;
     let mut unanswered_since: Option<std::time::Instant> = None;
     let mut hinted = false;
     let mut show = |status: &wflo_core::temporal::WfloStatus| {
@@ -265,19 +265,19 @@ async fn run_on_temporal(args: RunArgs, config: wflo_core::Config) -> anyhow::Re
     }
 }
 
-async fn stored_budget(wflo: &Wflo, id: Uuid) -> anyhow::Result<Option<Decimal>> {
+async fn stored_budget(wflo: &Wflo, id: ExecutionId) -> anyhow::Result<Option<Decimal>> {
     let exec = wflo.db().executions().get(id).await?;
     Ok(exec.budget_usd)
 }
 
-async fn workflow_name(wflo: &Wflo, id: Uuid) -> anyhow::Result<String> {
+async fn workflow_name(wflo: &Wflo, id: ExecutionId) -> anyhow::Result<String> {
     Ok(wflo.db().executions().get(id).await?.workflow_name)
 }
 
 /// The end of a run: status, steps with their cost, costs per model, total against budget.
 pub(crate) async fn print_summary(
     wflo: &Wflo,
-    id: Uuid,
+    id: ExecutionId,
     name: &str,
     budget: Option<Decimal>,
     elapsed: std::time::Duration,

@@ -4,7 +4,7 @@
 use crate::budget::Scope;
 use crate::usage::{CostBreakdown, TokenUsage};
 use rust_decimal::Decimal;
-use uuid::Uuid;
+use wflo_types::ExecutionId;
 use wflo_types::RunLabels;
 
 /// Topic of cost events.
@@ -18,7 +18,7 @@ pub const EVENT_SOURCE: &str = "wflo-cost";
 /// for a budget of no execution, by its scope.
 pub(super) fn alert_event(
     c: &wflo_db::ThresholdCrossed,
-    execution: Option<Uuid>,
+    execution: Option<ExecutionId>,
     labels: Option<&RunLabels>,
     usage: &TokenUsage,
     cost: &CostBreakdown,

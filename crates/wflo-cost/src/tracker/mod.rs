@@ -18,9 +18,9 @@ use rust_decimal::Decimal;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
-use uuid::Uuid;
 use wflo_db::{Db, Executor};
 use wflo_types::RunLabels;
+use wflo_types::{ExecutionId, ReservationId, StepId};
 use writer::{Job, retry_transient, write_loop, writer_stopped, wrong_outcome};
 
 /// Prices, records and budgets LLM calls. Cheap to clone.
@@ -35,7 +35,7 @@ pub struct CostTracker {
     pub(crate) db: Db,
     catalog: PriceCatalog,
     config: Arc<CostConfig>,
-    workflow_names: Arc<Mutex<HashMap<Uuid, String>>>,
+    workflow_names: Arc<Mutex<HashMap<ExecutionId, String>>>,
     writer: Arc<Mutex<Option<mpsc::Sender<Job>>>>,
 }
 
@@ -110,7 +110,7 @@ impl CostTracker {
         retry_transient(self.config.busy_retries, op).await
     }
 
-    async fn workflow_name(&self, execution: Uuid) -> Result<String> {
+    async fn workflow_name(&self, execution: ExecutionId) -> Result<String> {
         if let Some(n) = self
             .workflow_names
             .lock()
@@ -135,10 +135,11 @@ impl CostTracker {
     /// execution and (when given) the step, in one transaction.
     pub async fn track(
         &self,
-        execution: Uuid,
-        step: Option<Uuid>,
+        execution: impl Into<ExecutionId>,
+        step: Option<StepId>,
         usage: &TokenUsage,
     ) -> Result<Tracked> {
+        let execution = execution.into();
         let cost = self.catalog.cost(usage)?;
         let workflow = self.workflow_name(execution).await?;
         let entry = wflo_db::NewCostEntry {
@@ -337,7 +338,7 @@ impl CostTracker {
     pub async fn settle(
         &self,
         reservation: &BudgetReservation,
-        step: Option<Uuid>,
+        step: Option<StepId>,
         usage: &TokenUsage,
     ) -> Result<Settled> {
         let cost = self.catalog.cost(usage)?;
@@ -418,7 +419,11 @@ impl CostTracker {
     /// Releases every reservation an execution still holds (it was cancelled: the calls they
     /// were for will not be paid). Returns how many were released; one settled or released
     /// meanwhile is left as it is.
-    pub async fn release_for_execution(&self, execution_id: Uuid) -> Result<usize> {
+    pub async fn release_for_execution(
+        &self,
+        execution_id: impl Into<ExecutionId>,
+    ) -> Result<usize> {
+        let execution_id = execution_id.into();
         let pending = self
             .retrying(|| async {
                 Ok(self
@@ -449,7 +454,7 @@ impl CostTracker {
     }
 }
 
-fn closed_error(e: wflo_db::Error, id: Uuid) -> Error {
+fn closed_error(e: wflo_db::Error, id: ReservationId) -> Error {
     match e {
         wflo_db::Error::NotFound {
             entity: "budget reservation",
@@ -474,6 +479,7 @@ mod tests {
     use chrono::TimeZone;
     use rust_decimal_macros::dec;
     use std::time::Duration;
+    use uuid::Uuid;
 
     #[test]
     fn scope_and_period_keys() {

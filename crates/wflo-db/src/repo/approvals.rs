@@ -6,6 +6,7 @@ use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set};
 use serde_json::Value;
 use uuid::Uuid;
+use wflo_types::{ApprovalId, ExecutionId};
 
 /// The state of an approval request (the shared vocabulary's type).
 pub use wflo_types::ApprovalStatus;
@@ -40,9 +41,9 @@ text_enum!(
 #[derive(Debug, Clone, PartialEq)]
 pub struct Approval {
     /// Row id.
-    pub id: Uuid,
+    pub id: ApprovalId,
     /// The execution waiting on it.
-    pub execution_id: Uuid,
+    pub execution_id: ExecutionId,
     /// The step waiting on it.
     pub step_key: Option<String>,
     /// Current state.
@@ -79,8 +80,8 @@ impl TryFrom<ap::Model> for Approval {
     type Error = Error;
     fn try_from(m: ap::Model) -> Result<Self> {
         Ok(Approval {
-            id: m.id,
-            execution_id: m.execution_id,
+            id: m.id.into(),
+            execution_id: m.execution_id.into(),
             step_key: m.step_key,
             status: parse_stored(&m.status)?,
             message: m.message,
@@ -104,7 +105,7 @@ impl TryFrom<ap::Model> for Approval {
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewApproval {
     /// The execution waiting on it.
-    pub execution_id: Uuid,
+    pub execution_id: ExecutionId,
     /// The step waiting on it.
     pub step_key: Option<String>,
     /// What the approver is asked.
@@ -155,7 +156,7 @@ impl<E: crate::Executor> Approvals<'_, E> {
         let now = Utc::now();
         ap::ActiveModel {
             id: Set(Uuid::now_v7()),
-            execution_id: Set(new.execution_id),
+            execution_id: Set(new.execution_id.into()),
             step_key: Set(new.step_key),
             status: Set(ApprovalStatus::Pending.as_str().into()),
             message: Set(new.message),
@@ -179,7 +180,8 @@ impl<E: crate::Executor> Approvals<'_, E> {
     }
 
     /// By id.
-    pub async fn get(&self, id: Uuid) -> Result<Approval> {
+    pub async fn get(&self, id: impl Into<ApprovalId>) -> Result<Approval> {
+        let id = super::raw::<ApprovalId>(id);
         ap::Entity::find_by_id(id)
             .one(self.conn())
             .await
@@ -206,7 +208,8 @@ impl<E: crate::Executor> Approvals<'_, E> {
     }
 
     /// The requests of an execution, oldest first.
-    pub async fn list(&self, execution_id: Uuid) -> Result<Vec<Approval>> {
+    pub async fn list(&self, execution_id: impl Into<ExecutionId>) -> Result<Vec<Approval>> {
+        let execution_id = super::raw::<ExecutionId>(execution_id);
         ap::Entity::find()
             .filter(ap::Column::ExecutionId.eq(execution_id))
             .order_by_asc(ap::Column::CreatedAt)
@@ -221,7 +224,12 @@ impl<E: crate::Executor> Approvals<'_, E> {
 
     /// Takes the decision, once: a conditional UPDATE that succeeds only while the request is
     /// PENDING. A second decision is [`Error::InvalidTransition`] naming the first.
-    pub async fn decide(&self, id: Uuid, decision: ApprovalDecision) -> Result<Approval> {
+    pub async fn decide(
+        &self,
+        id: impl Into<ApprovalId>,
+        decision: ApprovalDecision,
+    ) -> Result<Approval> {
+        let id = super::raw::<ApprovalId>(id);
         if decision.status == ApprovalStatus::Pending {
             return Err(Error::Invalid {
                 entity: ENTITY,

@@ -31,6 +31,7 @@ use sea_orm::{
     QueryOrder, QuerySelect, Set, TransactionTrait,
 };
 use uuid::Uuid;
+use wflo_types::{ExecutionId, ReservationId};
 
 mod ent {
     #![allow(unreachable_pub, missing_debug_implementations)]
@@ -228,7 +229,7 @@ pub struct NewBudget {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reservation {
     /// Row id.
-    pub id: Uuid,
+    pub id: ReservationId,
     /// The caller's idempotency key.
     pub request_id: String,
     /// The amount held in each budget.
@@ -238,7 +239,7 @@ pub struct Reservation {
     /// Status.
     pub status: ReservationStatus,
     /// The execution the call belongs to.
-    pub execution_id: Option<Uuid>,
+    pub execution_id: Option<ExecutionId>,
     /// When the sweeper may release it.
     pub expires_at: DateTime<Utc>,
     /// Created.
@@ -251,12 +252,12 @@ impl TryFrom<rs::Model> for Reservation {
     type Error = Error;
     fn try_from(m: rs::Model) -> Result<Self> {
         Ok(Reservation {
-            id: m.id,
+            id: m.id.into(),
             request_id: m.request_id,
             amount_usd: nanos_to_usd(m.amount_nano_usd),
             actual_usd: m.actual_nano_usd.map(nanos_to_usd),
             status: parse_stored(&m.status)?,
-            execution_id: m.execution_id,
+            execution_id: m.execution_id.map(Into::into),
             expires_at: m.expires_at,
             created_at: m.created_at,
             closed_at: m.closed_at,
@@ -274,7 +275,7 @@ pub struct NewReservation {
     /// The budgets to hold it in; keys without a budget row are skipped.
     pub budgets: Vec<BudgetKey>,
     /// The execution the call belongs to.
-    pub execution_id: Option<Uuid>,
+    pub execution_id: Option<ExecutionId>,
     /// When the sweeper may release it.
     pub expires_at: DateTime<Utc>,
 }
@@ -306,7 +307,7 @@ pub enum ReserveOutcome {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settle {
     /// The reservation.
-    pub reservation_id: Uuid,
+    pub reservation_id: ReservationId,
     /// The call's actual cost, charged to every budget of the reservation.
     pub actual_usd: Decimal,
     /// The ledger row to write in the same transaction (it accumulates on the execution and
@@ -525,8 +526,11 @@ impl<E: crate::Executor> Budgets<'_, E> {
 
     /// Gives a pending reservation back without a charge. Unknown is [`Error::NotFound`];
     /// settled, released or expired is [`Error::InvalidTransition`].
-    pub async fn release(&self, reservation_id: Uuid) -> Result<Reservation> {
-        match single(self.apply(&[BudgetOp::Release(reservation_id)]).await?)? {
+    pub async fn release(&self, reservation_id: impl Into<ReservationId>) -> Result<Reservation> {
+        match single(
+            self.apply(&[BudgetOp::Release(reservation_id.into())])
+                .await?,
+        )? {
             BudgetOpOutcome::Release(o) => Ok(o),
             _ => Err(mismatch()),
         }
@@ -549,7 +553,10 @@ impl<E: crate::Executor> Budgets<'_, E> {
             .map_err(db_err(RES, "finding expired reservations"))?;
         let mut expired = Vec::with_capacity(due.len());
         for chunk in due.chunks(EXPIRE_BATCH) {
-            let ops: Vec<BudgetOp<'_>> = chunk.iter().copied().map(BudgetOp::Expire).collect();
+            let ops: Vec<BudgetOp<'_>> = chunk
+                .iter()
+                .map(|&id| BudgetOp::Expire(id.into()))
+                .collect();
             for outcome in self.apply(&ops).await? {
                 match outcome {
                     Ok(BudgetOpOutcome::Expire(r)) => expired.push(r),
@@ -564,7 +571,8 @@ impl<E: crate::Executor> Budgets<'_, E> {
     }
 
     /// A reservation by id.
-    pub async fn reservation(&self, id: Uuid) -> Result<Reservation> {
+    pub async fn reservation(&self, id: impl Into<ReservationId>) -> Result<Reservation> {
+        let id = super::raw::<ReservationId>(id);
         rs::Entity::find_by_id(id)
             .one(self.conn())
             .await
@@ -588,7 +596,11 @@ impl<E: crate::Executor> Budgets<'_, E> {
     }
 
     /// The ids of the budgets a reservation holds its amount in.
-    pub async fn reservation_budgets(&self, reservation_id: Uuid) -> Result<Vec<Uuid>> {
+    pub async fn reservation_budgets(
+        &self,
+        reservation_id: impl Into<ReservationId>,
+    ) -> Result<Vec<Uuid>> {
+        let reservation_id = super::raw::<ReservationId>(reservation_id);
         rsc::Entity::find()
             .select_only()
             .column(rsc::Column::BudgetId)
@@ -601,7 +613,11 @@ impl<E: crate::Executor> Budgets<'_, E> {
 
     /// The pending reservations of an execution, oldest first (to release them when the
     /// execution is cancelled).
-    pub async fn pending_for_execution(&self, execution_id: Uuid) -> Result<Vec<Reservation>> {
+    pub async fn pending_for_execution(
+        &self,
+        execution_id: impl Into<ExecutionId>,
+    ) -> Result<Vec<Reservation>> {
+        let execution_id = super::raw::<ExecutionId>(execution_id);
         rs::Entity::find()
             .filter(rs::Column::ExecutionId.eq(execution_id))
             .filter(rs::Column::Status.eq(ReservationStatus::Pending.as_str()))

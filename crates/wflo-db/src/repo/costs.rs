@@ -14,6 +14,7 @@ use sea_orm::{
     TransactionTrait,
 };
 use uuid::Uuid;
+use wflo_types::{ExecutionId, ReservationId, StepId};
 
 pub(crate) mod entry {
     #![allow(unreachable_pub, missing_debug_implementations)]
@@ -63,13 +64,13 @@ pub struct LedgerTokens {
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewCostEntry {
     /// The execution the call belongs to (its cost and tokens are accumulated too).
-    pub execution_id: Option<Uuid>,
+    pub execution_id: Option<ExecutionId>,
     /// The step the call belongs to (accumulated too); needs `execution_id`.
-    pub step_id: Option<Uuid>,
+    pub step_id: Option<StepId>,
     /// The workflow definition's name, for aggregates by workflow.
     pub workflow_name: Option<String>,
     /// The budget reservation this call settled, if any.
-    pub reservation_id: Option<Uuid>,
+    pub reservation_id: Option<ReservationId>,
     /// The model id as priced.
     pub model: String,
     /// Tokens.
@@ -86,13 +87,13 @@ pub struct CostEntry {
     /// Position in the ledger.
     pub id: i64,
     /// The execution.
-    pub execution_id: Option<Uuid>,
+    pub execution_id: Option<ExecutionId>,
     /// The step.
-    pub step_id: Option<Uuid>,
+    pub step_id: Option<StepId>,
     /// The workflow definition's name.
     pub workflow_name: Option<String>,
     /// The settled reservation.
-    pub reservation_id: Option<Uuid>,
+    pub reservation_id: Option<ReservationId>,
     /// The model.
     pub model: String,
     /// Tokens.
@@ -107,10 +108,10 @@ impl From<entry::Model> for CostEntry {
     fn from(m: entry::Model) -> Self {
         CostEntry {
             id: m.id,
-            execution_id: m.execution_id,
-            step_id: m.step_id,
+            execution_id: m.execution_id.map(Into::into),
+            step_id: m.step_id.map(Into::into),
             workflow_name: m.workflow_name,
-            reservation_id: m.reservation_id,
+            reservation_id: m.reservation_id.map(Into::into),
             model: m.model,
             tokens: LedgerTokens {
                 prompt: m.prompt_tokens as u64,
@@ -129,7 +130,7 @@ impl From<entry::Model> for CostEntry {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CostFilter {
     /// Only this execution.
-    pub execution_id: Option<Uuid>,
+    pub execution_id: Option<ExecutionId>,
     /// Only this workflow definition name.
     pub workflow_name: Option<String>,
     /// Only this model.
@@ -200,7 +201,7 @@ fn with_sums(select: Select<entry::Entity>) -> Select<entry::Entity> {
 fn filtered(filter: &CostFilter) -> Select<entry::Entity> {
     let mut q = entry::Entity::find().select_only();
     if let Some(id) = filter.execution_id {
-        q = q.filter(entry::Column::ExecutionId.eq(id));
+        q = q.filter(entry::Column::ExecutionId.eq(id.as_uuid()));
     }
     if let Some(name) = &filter.workflow_name {
         q = q.filter(entry::Column::WorkflowName.eq(name.clone()));
@@ -312,10 +313,10 @@ pub(crate) fn ledger_row(new: &NewCostEntry) -> Result<entry::ActiveModel> {
         });
     }
     Ok(entry::ActiveModel {
-        execution_id: Set(new.execution_id),
-        step_id: Set(new.step_id),
+        execution_id: Set(new.execution_id.map(Into::into)),
+        step_id: Set(new.step_id.map(Into::into)),
         workflow_name: Set(new.workflow_name.clone()),
-        reservation_id: Set(new.reservation_id),
+        reservation_id: Set(new.reservation_id.map(Into::into)),
         model: Set(new.model.clone()),
         prompt_tokens: Set(counter(ENTITY, "prompt tokens", t.prompt)?),
         completion_tokens: Set(counter(ENTITY, "completion tokens", t.completion)?),
@@ -342,8 +343,8 @@ pub(crate) async fn record_on<C: sea_orm::ConnectionTrait>(
     if let Some(execution) = new.execution_id {
         accumulate(
             conn,
-            execution,
-            new.step_id,
+            execution.into(),
+            new.step_id.map(Into::into),
             row.cost_nano_usd,
             row.prompt_tokens,
             row.completion_tokens,
@@ -412,7 +413,11 @@ impl<E: crate::Executor> Costs<'_, E> {
     }
 
     /// The ledger rows of an execution, in order.
-    pub async fn list_for_execution(&self, execution_id: Uuid) -> Result<Vec<CostEntry>> {
+    pub async fn list_for_execution(
+        &self,
+        execution_id: impl Into<ExecutionId>,
+    ) -> Result<Vec<CostEntry>> {
+        let execution_id = super::raw::<ExecutionId>(execution_id);
         entry::Entity::find()
             .filter(entry::Column::ExecutionId.eq(execution_id))
             .order_by_asc(entry::Column::Id)

@@ -12,6 +12,7 @@ use sea_orm::{
 use serde_json::Value;
 use std::time::Duration;
 use uuid::Uuid;
+use wflo_types::{ExecutionId, StepId};
 
 /// Where an execution is in its life (the shared vocabulary's type).
 pub use wflo_types::ExecutionStatus;
@@ -83,7 +84,7 @@ impl Tokens {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Execution {
     /// Row id.
-    pub id: Uuid,
+    pub id: ExecutionId,
     /// The definition it runs.
     pub workflow_id: Uuid,
     /// That definition's name.
@@ -144,7 +145,7 @@ impl TryFrom<ex::Model> for Execution {
     type Error = Error;
     fn try_from(m: ex::Model) -> Result<Self> {
         Ok(Execution {
-            id: m.id,
+            id: m.id.into(),
             workflow_id: m.workflow_id,
             workflow_name: m.workflow_name,
             status: parse_stored(&m.status)?,
@@ -172,7 +173,7 @@ impl TryFrom<ex::Model> for Execution {
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewExecution {
     /// A chosen id (for idempotent creation), or `None` for a new UUIDv7.
-    pub id: Option<Uuid>,
+    pub id: Option<ExecutionId>,
     /// The definition to run.
     pub workflow_id: Uuid,
     /// That definition's name (`None`: read from the definition while creating).
@@ -282,7 +283,7 @@ impl<E: crate::Executor> Executions<'_, E> {
         };
         let now = Utc::now();
         ex::ActiveModel {
-            id: Set(new.id.unwrap_or_else(Uuid::now_v7)),
+            id: Set(new.id.unwrap_or_default().into()),
             workflow_id: Set(new.workflow_id),
             status: Set(ExecutionStatus::Pending.as_str().into()),
             inputs: Set(new.inputs),
@@ -312,7 +313,8 @@ impl<E: crate::Executor> Executions<'_, E> {
     }
 
     /// By id.
-    pub async fn get(&self, id: Uuid) -> Result<Execution> {
+    pub async fn get(&self, id: impl Into<ExecutionId>) -> Result<Execution> {
+        let id = super::raw::<ExecutionId>(id);
         ex::Entity::find_by_id(id)
             .one(self.conn())
             .await
@@ -372,10 +374,11 @@ impl<E: crate::Executor> Executions<'_, E> {
     /// [`Error::InvalidTransition`].
     pub async fn transition(
         &self,
-        id: Uuid,
+        id: impl Into<ExecutionId>,
         to: ExecutionStatus,
         outcome: Outcome,
     ) -> Result<Execution> {
+        let id = super::raw::<ExecutionId>(id);
         self.transition_from(id, to.allowed_from(), to, outcome)
             .await
     }
@@ -383,7 +386,8 @@ impl<E: crate::Executor> Executions<'_, E> {
     /// Reopens a COMPLETED execution after a rollback undid some of its steps: it becomes
     /// FAILED with `error` (the rollback) and can be resumed. The only way out of COMPLETED;
     /// any other status is [`Error::InvalidTransition`].
-    pub async fn reopen(&self, id: Uuid, error: String) -> Result<Execution> {
+    pub async fn reopen(&self, id: impl Into<ExecutionId>, error: String) -> Result<Execution> {
+        let id = super::raw::<ExecutionId>(id);
         self.transition_from(
             id,
             &[ExecutionStatus::Completed],
@@ -398,11 +402,12 @@ impl<E: crate::Executor> Executions<'_, E> {
 
     async fn transition_from(
         &self,
-        id: Uuid,
+        id: impl Into<ExecutionId>,
         allowed: &[ExecutionStatus],
         to: ExecutionStatus,
         outcome: Outcome,
     ) -> Result<Execution> {
+        let id = super::raw::<ExecutionId>(id);
         let now = Utc::now();
         let from: Vec<&str> = allowed.iter().map(|s| s.as_str()).collect();
         let mut update = ex::Entity::update_many()
@@ -454,11 +459,13 @@ impl<E: crate::Executor> Executions<'_, E> {
     /// concurrent callers never lose an increment. The amount is rounded to the nano-USD.
     pub async fn add_cost(
         &self,
-        execution: Uuid,
-        step_id: Option<Uuid>,
+        execution: impl Into<ExecutionId>,
+        step_id: Option<StepId>,
         amount: Decimal,
         tokens: Tokens,
     ) -> Result<()> {
+        let step_id = step_id.map(Uuid::from);
+        let execution = super::raw::<ExecutionId>(execution);
         let nanos = usd_to_nanos(amount)?;
         let prompt = counter(ENTITY, "prompt tokens", tokens.prompt)?;
         let completion = counter(ENTITY, "completion tokens", tokens.completion)?;
@@ -490,7 +497,13 @@ impl<E: crate::Executor> Executions<'_, E> {
     /// and increments the fencing counter. A live lease of another holder is [`Error::Leased`]
     /// (naming the holder and its expiry); an execution of another engine is
     /// [`Error::Invalid`].
-    pub async fn acquire_lease(&self, id: Uuid, holder: &str, ttl: Duration) -> Result<Lease> {
+    pub async fn acquire_lease(
+        &self,
+        id: impl Into<ExecutionId>,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Lease> {
+        let id = super::raw::<ExecutionId>(id);
         let now = Utc::now().trunc_subsecs(3);
         let expires = now + ttl_of(ttl)?;
         let changed = ex::Entity::update_many()
@@ -543,7 +556,13 @@ impl<E: crate::Executor> Executions<'_, E> {
 
     /// Extends a held lease by `ttl` from now. A lease taken over by another holder (its fence
     /// moved on) or released is [`Error::LeaseLost`]; the caller must stop driving.
-    pub async fn renew_lease(&self, id: Uuid, lease: &Lease, ttl: Duration) -> Result<Lease> {
+    pub async fn renew_lease(
+        &self,
+        id: impl Into<ExecutionId>,
+        lease: &Lease,
+        ttl: Duration,
+    ) -> Result<Lease> {
+        let id = super::raw::<ExecutionId>(id);
         let expires = Utc::now().trunc_subsecs(3) + ttl_of(ttl)?;
         let res = ex::Entity::update_many()
             .col_expr(ex::Column::LeaseExpiresAt, Expr::value(expires))
@@ -567,7 +586,8 @@ impl<E: crate::Executor> Executions<'_, E> {
 
     /// Gives a lease up (when its holder stops driving): the execution has no driver from now
     /// on, and another may take it at once. Releasing a lease that was lost changes nothing.
-    pub async fn release_lease(&self, id: Uuid, lease: &Lease) -> Result<bool> {
+    pub async fn release_lease(&self, id: impl Into<ExecutionId>, lease: &Lease) -> Result<bool> {
+        let id = super::raw::<ExecutionId>(id);
         let res = ex::Entity::update_many()
             .col_expr(ex::Column::LeaseHolder, Expr::value(Option::<String>::None))
             .col_expr(
@@ -604,7 +624,8 @@ impl<E: crate::Executor> Executions<'_, E> {
     }
 
     /// Deletes an execution; its steps, snapshots, approvals and rollback actions go with it.
-    pub async fn delete(&self, id: Uuid) -> Result<()> {
+    pub async fn delete(&self, id: impl Into<ExecutionId>) -> Result<()> {
+        let id = super::raw::<ExecutionId>(id);
         let res = ex::Entity::delete_by_id(id)
             .exec(self.conn())
             .await

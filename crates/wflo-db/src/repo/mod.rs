@@ -86,3 +86,9 @@ pub(crate) fn counter(entity: &'static str, what: &str, n: u64) -> crate::Result
         detail: format!("{what} {n} is too large"),
     })
 }
+
+/// The UUID of an id given as anything that converts to it (a typed id or a bare [`Uuid`]):
+/// the repositories take typed ids and keep their entities on `Uuid`.
+pub(crate) fn raw<T: Into<uuid::Uuid>>(id: impl Into<T>) -> uuid::Uuid {
+    id.into().into()
+}

@@ -6,6 +6,7 @@ use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set};
 use serde_json::Value;
 use uuid::Uuid;
+use wflo_types::{ExecutionId, SnapshotId};
 
 /// The state of a rollback (the shared vocabulary's type).
 pub use wflo_types::RollbackStatus;
@@ -16,9 +17,9 @@ pub struct Rollback {
     /// Row id.
     pub id: Uuid,
     /// The execution.
-    pub execution_id: Uuid,
+    pub execution_id: ExecutionId,
     /// The snapshot restored.
-    pub snapshot_id: Uuid,
+    pub snapshot_id: SnapshotId,
     /// Current state.
     pub status: RollbackStatus,
     /// Why.
@@ -40,8 +41,8 @@ impl TryFrom<rb::Model> for Rollback {
     fn try_from(m: rb::Model) -> Result<Self> {
         Ok(Rollback {
             id: m.id,
-            execution_id: m.execution_id,
-            snapshot_id: m.snapshot_id,
+            execution_id: m.execution_id.into(),
+            snapshot_id: m.snapshot_id.into(),
             status: parse_stored(&m.status)?,
             reason: m.reason,
             initiated_by: m.initiated_by,
@@ -57,9 +58,9 @@ impl TryFrom<rb::Model> for Rollback {
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewRollback {
     /// The execution.
-    pub execution_id: Uuid,
+    pub execution_id: ExecutionId,
     /// The snapshot to restore.
-    pub snapshot_id: Uuid,
+    pub snapshot_id: SnapshotId,
     /// Why.
     pub reason: String,
     /// Who asked.
@@ -80,8 +81,8 @@ impl<E: crate::Executor> Rollbacks<'_, E> {
     pub async fn create(&self, new: NewRollback) -> Result<Rollback> {
         rb::ActiveModel {
             id: Set(Uuid::now_v7()),
-            execution_id: Set(new.execution_id),
-            snapshot_id: Set(new.snapshot_id),
+            execution_id: Set(new.execution_id.into()),
+            snapshot_id: Set(new.snapshot_id.into()),
             status: Set(RollbackStatus::Pending.as_str().into()),
             reason: Set(new.reason),
             initiated_by: Set(new.initiated_by),
@@ -110,7 +111,8 @@ impl<E: crate::Executor> Rollbacks<'_, E> {
     }
 
     /// The rollbacks of an execution, oldest first.
-    pub async fn list(&self, execution_id: Uuid) -> Result<Vec<Rollback>> {
+    pub async fn list(&self, execution_id: impl Into<ExecutionId>) -> Result<Vec<Rollback>> {
+        let execution_id = super::raw::<ExecutionId>(execution_id);
         rb::Entity::find()
             .filter(rb::Column::ExecutionId.eq(execution_id))
             .order_by_asc(rb::Column::CreatedAt)

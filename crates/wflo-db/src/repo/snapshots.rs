@@ -9,14 +9,15 @@ use sea_orm::{
 };
 use serde_json::Value;
 use uuid::Uuid;
+use wflo_types::{ExecutionId, SnapshotId};
 
 /// A saved state of an execution.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Snapshot {
     /// Row id.
-    pub id: Uuid,
+    pub id: SnapshotId,
     /// The execution.
-    pub execution_id: Uuid,
+    pub execution_id: ExecutionId,
     /// 1, 2, 3, ... per execution, assigned atomically; unique per execution.
     pub version: i32,
     /// The step after which it was taken.
@@ -32,8 +33,8 @@ pub struct Snapshot {
 impl From<snap::Model> for Snapshot {
     fn from(m: snap::Model) -> Self {
         Snapshot {
-            id: m.id,
-            execution_id: m.execution_id,
+            id: m.id.into(),
+            execution_id: m.execution_id.into(),
             version: m.version,
             step_key: m.step_key,
             state: m.state,
@@ -56,10 +57,11 @@ impl<E: crate::Executor> Snapshots<'_, E> {
     /// concurrent writers get distinct, consecutive versions.
     pub async fn create(
         &self,
-        execution_id: Uuid,
+        execution_id: impl Into<ExecutionId>,
         step_key: Option<&str>,
         state: Value,
     ) -> Result<Snapshot> {
+        let execution_id = super::raw::<ExecutionId>(execution_id);
         let txn = self
             .conn()
             .begin()
@@ -110,7 +112,8 @@ impl<E: crate::Executor> Snapshots<'_, E> {
     }
 
     /// By id.
-    pub async fn get(&self, id: Uuid) -> Result<Snapshot> {
+    pub async fn get(&self, id: impl Into<SnapshotId>) -> Result<Snapshot> {
+        let id = super::raw::<SnapshotId>(id);
         snap::Entity::find_by_id(id)
             .one(self.conn())
             .await
@@ -123,7 +126,12 @@ impl<E: crate::Executor> Snapshots<'_, E> {
     }
 
     /// One version of an execution's snapshots.
-    pub async fn get_version(&self, execution_id: Uuid, version: i32) -> Result<Snapshot> {
+    pub async fn get_version(
+        &self,
+        execution_id: impl Into<ExecutionId>,
+        version: i32,
+    ) -> Result<Snapshot> {
+        let execution_id = super::raw::<ExecutionId>(execution_id);
         snap::Entity::find()
             .filter(snap::Column::ExecutionId.eq(execution_id))
             .filter(snap::Column::Version.eq(version))
@@ -138,7 +146,8 @@ impl<E: crate::Executor> Snapshots<'_, E> {
     }
 
     /// The newest snapshot that is not superseded.
-    pub async fn latest(&self, execution_id: Uuid) -> Result<Option<Snapshot>> {
+    pub async fn latest(&self, execution_id: impl Into<ExecutionId>) -> Result<Option<Snapshot>> {
+        let execution_id = super::raw::<ExecutionId>(execution_id);
         snap::Entity::find()
             .filter(snap::Column::ExecutionId.eq(execution_id))
             .filter(snap::Column::SupersededAt.is_null())
@@ -150,7 +159,8 @@ impl<E: crate::Executor> Snapshots<'_, E> {
     }
 
     /// Every snapshot of an execution, by version.
-    pub async fn list(&self, execution_id: Uuid) -> Result<Vec<Snapshot>> {
+    pub async fn list(&self, execution_id: impl Into<ExecutionId>) -> Result<Vec<Snapshot>> {
+        let execution_id = super::raw::<ExecutionId>(execution_id);
         snap::Entity::find()
             .filter(snap::Column::ExecutionId.eq(execution_id))
             .order_by_asc(snap::Column::Version)
@@ -161,7 +171,12 @@ impl<E: crate::Executor> Snapshots<'_, E> {
     }
 
     /// Marks every snapshot after `version` superseded; returns how many changed.
-    pub async fn supersede_after(&self, execution_id: Uuid, version: i32) -> Result<u64> {
+    pub async fn supersede_after(
+        &self,
+        execution_id: impl Into<ExecutionId>,
+        version: i32,
+    ) -> Result<u64> {
+        let execution_id = super::raw::<ExecutionId>(execution_id);
         snap::Entity::update_many()
             .col_expr(snap::Column::SupersededAt, Expr::value(Utc::now()))
             .filter(snap::Column::ExecutionId.eq(execution_id))

@@ -12,6 +12,7 @@ use sea_orm::{
 };
 use serde_json::Value;
 use uuid::Uuid;
+use wflo_types::{ExecutionId, StepId};
 
 /// Where a step is (the shared vocabulary's type).
 pub use wflo_types::StepStatus;
@@ -20,9 +21,9 @@ pub use wflo_types::StepStatus;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Step {
     /// Row id.
-    pub id: Uuid,
+    pub id: StepId,
     /// The execution.
-    pub execution_id: Uuid,
+    pub execution_id: ExecutionId,
     /// The step's id in the definition; unique per execution.
     pub step_key: String,
     /// Its kind (`llm`, `code`, `approval`, `checkpoint`, `tool`, ...).
@@ -55,8 +56,8 @@ impl TryFrom<step::Model> for Step {
     type Error = Error;
     fn try_from(m: step::Model) -> Result<Self> {
         Ok(Step {
-            id: m.id,
-            execution_id: m.execution_id,
+            id: m.id.into(),
+            execution_id: m.execution_id.into(),
             step_key: m.step_key,
             step_type: m.step_type,
             status: parse_stored(&m.status)?,
@@ -78,7 +79,7 @@ impl TryFrom<step::Model> for Step {
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewStep {
     /// The execution.
-    pub execution_id: Uuid,
+    pub execution_id: ExecutionId,
     /// The step's id in the definition.
     pub step_key: String,
     /// Its kind.
@@ -137,12 +138,13 @@ impl<E: crate::Executor> Steps<'_, E> {
     /// INSERT INTO outbox_events ... SELECT ... FROM s`), one transaction on SQLite.
     pub async fn transition_with_events(
         &self,
-        id: Uuid,
+        id: impl Into<StepId>,
         to: StepStatus,
         outputs: Option<Value>,
         error: Option<String>,
         events: Vec<NewOutboxEvent>,
     ) -> Result<Step> {
+        let id = super::raw::<StepId>(id);
         let update = transition_update(id, to, outputs, error);
         match self
             .change_with_events(Change::Update(update), events, "changing a step's status")
@@ -226,7 +228,8 @@ impl<E: crate::Executor> Steps<'_, E> {
     }
 
     /// By id.
-    pub async fn get(&self, id: Uuid) -> Result<Step> {
+    pub async fn get(&self, id: impl Into<StepId>) -> Result<Step> {
+        let id = super::raw::<StepId>(id);
         step::Entity::find_by_id(id)
             .one(self.conn())
             .await
@@ -239,7 +242,12 @@ impl<E: crate::Executor> Steps<'_, E> {
     }
 
     /// By its key within an execution, if recorded.
-    pub async fn find_by_key(&self, execution_id: Uuid, step_key: &str) -> Result<Option<Step>> {
+    pub async fn find_by_key(
+        &self,
+        execution_id: impl Into<ExecutionId>,
+        step_key: &str,
+    ) -> Result<Option<Step>> {
+        let execution_id = super::raw::<ExecutionId>(execution_id);
         step::Entity::find()
             .filter(step::Column::ExecutionId.eq(execution_id))
             .filter(step::Column::StepKey.eq(step_key))
@@ -251,7 +259,8 @@ impl<E: crate::Executor> Steps<'_, E> {
     }
 
     /// The steps of an execution, in the order they were recorded.
-    pub async fn list(&self, execution_id: Uuid) -> Result<Vec<Step>> {
+    pub async fn list(&self, execution_id: impl Into<ExecutionId>) -> Result<Vec<Step>> {
+        let execution_id = super::raw::<ExecutionId>(execution_id);
         step::Entity::find()
             .filter(step::Column::ExecutionId.eq(execution_id))
             .order_by_asc(step::Column::CreatedAt)
@@ -266,7 +275,8 @@ impl<E: crate::Executor> Steps<'_, E> {
 
     /// Stores a partial output of a RUNNING step without changing its status (for example a
     /// paid LLM response, before its cost is settled, so a crash never repeats the call).
-    pub async fn record_output(&self, id: Uuid, outputs: Value) -> Result<()> {
+    pub async fn record_output(&self, id: impl Into<StepId>, outputs: Value) -> Result<()> {
+        let id = super::raw::<StepId>(id);
         let res = step::Entity::update_many()
             .col_expr(step::Column::Outputs, Expr::value(outputs))
             .col_expr(step::Column::UpdatedAt, Expr::value(Utc::now()))
@@ -291,11 +301,12 @@ impl<E: crate::Executor> Steps<'_, E> {
     /// returning the changed row. Entering RUNNING counts an attempt.
     pub async fn transition(
         &self,
-        id: Uuid,
+        id: impl Into<StepId>,
         to: StepStatus,
         outputs: Option<Value>,
         error: Option<String>,
     ) -> Result<Step> {
+        let id = super::raw::<StepId>(id);
         use sea_orm::FromQueryResult;
         let backend = self.conn().get_database_backend();
         let mut update = transition_update(id, to, outputs, error);
@@ -317,7 +328,7 @@ fn new_model(new: NewStep, status: StepStatus) -> step::ActiveModel {
     let running = status == StepStatus::Running;
     step::ActiveModel {
         id: Set(Uuid::now_v7()),
-        execution_id: Set(new.execution_id),
+        execution_id: Set(new.execution_id.into()),
         step_key: Set(new.step_key),
         step_type: Set(new.step_type),
         status: Set(status.as_str().into()),

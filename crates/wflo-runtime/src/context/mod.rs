@@ -22,9 +22,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use steps::approval::approval_call_from;
-use uuid::Uuid;
 use wflo_cost::Scope;
 use wflo_db::{ExecutionStatus, Executor, NewStep, Outcome, StepStatus};
+use wflo_types::ExecutionId;
 use wflo_types::RunLabels;
 use wflo_types::{CheckpointOutput, StepOutput};
 
@@ -38,7 +38,7 @@ pub(crate) struct RunState {
 #[derive(Clone)]
 pub struct Ctx {
     pub(crate) engine: Engine,
-    pub(crate) execution: Uuid,
+    pub(crate) execution: ExecutionId,
     /// The run's workflow name, trace and correlation ids, carried by every event it writes.
     pub(crate) labels: Arc<RunLabels>,
     pub(crate) budget: Option<Decimal>,
@@ -67,7 +67,7 @@ impl std::fmt::Debug for Ctx {
 
 impl Ctx {
     /// The execution's id.
-    pub fn execution_id(&self) -> Uuid {
+    pub fn execution_id(&self) -> ExecutionId {
         self.execution
     }
 

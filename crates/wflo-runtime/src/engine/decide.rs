@@ -5,8 +5,8 @@ use super::Engine;
 use crate::events;
 use crate::{Error, Result};
 use serde_json::json;
-use uuid::Uuid;
 use wflo_db::{ApprovalDecision, ApprovalStatus, Executor, RiskLevel};
+use wflo_types::ApprovalId;
 
 impl Engine {
     /// Decides a pending approval once (approve or reject), recording who and why, with the
@@ -14,7 +14,7 @@ impl Engine {
     /// shares the database.
     pub async fn decide(
         &self,
-        approval: Uuid,
+        approval: ApprovalId,
         approve: bool,
         approver: &str,
         reason: Option<String>,

@@ -27,6 +27,7 @@ use wflo_db::{
 };
 use wflo_llm::LlmProvider;
 use wflo_sandbox::{SandboxConfig, SandboxRuntime};
+use wflo_types::ExecutionId;
 
 /// Engine settings.
 #[derive(Debug, Clone)]
@@ -129,7 +130,7 @@ pub(crate) struct Inner {
     /// run an execution one step per call.
     pub(crate) definitions: std::sync::Mutex<HashMap<Uuid, Arc<WorkflowDef>>>,
     /// Leases this engine holds, by execution (for [`Engine::interrupt`]).
-    pub(crate) leases: std::sync::Mutex<HashMap<Uuid, Arc<crate::lease::Held>>>,
+    pub(crate) leases: std::sync::Mutex<HashMap<ExecutionId, Arc<crate::lease::Held>>>,
 }
 
 /// The in-process engine. Cheap to clone.
@@ -241,7 +242,7 @@ pub struct RunOptions {
     /// Follows the run.
     pub observer: Option<Arc<dyn Observer>>,
     /// A chosen execution id (idempotent start).
-    pub execution_id: Option<Uuid>,
+    pub execution_id: Option<ExecutionId>,
     /// The distributed trace the run belongs to (W3C trace id, 32 hex digits), stored with the
     /// execution and carried by its events.
     pub trace_id: Option<String>,
@@ -267,7 +268,7 @@ impl std::fmt::Debug for RunOptions {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunOutcome {
     /// The execution.
-    pub execution_id: Uuid,
+    pub execution_id: ExecutionId,
     /// Its final status.
     pub status: ExecutionStatus,
     /// Outputs (each step's output by id, for definitions).
@@ -396,7 +397,11 @@ impl Engine {
     }
 
     /// Creates a PENDING execution of `def` with its budget, without running it.
-    pub async fn create_execution(&self, def: &WorkflowDef, options: &RunOptions) -> Result<Uuid> {
+    pub async fn create_execution(
+        &self,
+        def: &WorkflowDef,
+        options: &RunOptions,
+    ) -> Result<ExecutionId> {
         self.create_execution_on(def, options, ExecutionEngine::Local)
             .await
     }
@@ -407,7 +412,7 @@ impl Engine {
         def: &WorkflowDef,
         options: &RunOptions,
         engine: ExecutionEngine,
-    ) -> Result<Uuid> {
+    ) -> Result<ExecutionId> {
         // Refused before the definition or the execution is written.
         def.require_llm_provider(self.inner.llm.is_some())?;
         let stored = self.store_definition(def).await?;
@@ -453,7 +458,11 @@ impl Engine {
 
     /// Continues an execution after a crash, a failure or a rollback: completed steps are not
     /// run again (a paid LLM call is never repeated); the first incomplete step runs next.
-    pub async fn resume(&self, execution_id: Uuid, options: RunOptions) -> Result<RunOutcome> {
+    pub async fn resume(
+        &self,
+        execution_id: ExecutionId,
+        options: RunOptions,
+    ) -> Result<RunOutcome> {
         let exec = self.inner.db.executions().get(execution_id).await?;
         if exec.status.is_final() {
             return Err(Error::InvalidState(format!(
@@ -520,7 +529,7 @@ impl Engine {
         .await
     }
 
-    pub(crate) async fn context(&self, id: Uuid, options: &RunOptions) -> Result<Ctx> {
+    pub(crate) async fn context(&self, id: ExecutionId, options: &RunOptions) -> Result<Ctx> {
         let exec = self.inner.db.executions().get(id).await?;
         self.context_of(exec, options).await
     }
@@ -586,7 +595,12 @@ impl Engine {
         }
     }
 
-    async fn drive(&self, id: Uuid, def: &WorkflowDef, options: RunOptions) -> Result<RunOutcome> {
+    async fn drive(
+        &self,
+        id: ExecutionId,
+        def: &WorkflowDef,
+        options: RunOptions,
+    ) -> Result<RunOutcome> {
         let ctx = self.context(id, &options).await?;
         let order = def.run_order()?;
         let def2 = def.clone();
@@ -631,7 +645,7 @@ impl Engine {
         result
     }
 
-    fn leases(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Arc<crate::lease::Held>>> {
+    fn leases(&self) -> std::sync::MutexGuard<'_, HashMap<ExecutionId, Arc<crate::lease::Held>>> {
         self.inner
             .leases
             .lock()
@@ -642,7 +656,7 @@ impl Engine {
     /// dropped mid-step): releases every budget reservation it still holds and gives up the
     /// lease, so the execution is left resumable at once by any process. Returns how many
     /// reservations were released.
-    pub async fn interrupt(&self, execution_id: Uuid) -> Result<usize> {
+    pub async fn interrupt(&self, execution_id: ExecutionId) -> Result<usize> {
         let released = self.costs().release_for_execution(execution_id).await?;
         let held = self.leases().remove(&execution_id);
         if let Some(held) = held {
@@ -658,7 +672,7 @@ impl Engine {
     /// Releases the budget reservations of in-process executions whose driver is gone (its
     /// lease expired: the process died, or stopped without a clean end). Returns the
     /// executions concerned and how many reservations each gave back.
-    pub async fn release_abandoned(&self) -> Result<Vec<(Uuid, usize)>> {
+    pub async fn release_abandoned(&self) -> Result<Vec<(ExecutionId, usize)>> {
         let mut out = Vec::new();
         for exec in self
             .inner

@@ -7,6 +7,7 @@ use crate::{Error, Result};
 use serde_json::{Value, json};
 use uuid::Uuid;
 use wflo_db::{ExecutionStatus, Executor, NewRollback, RollbackStatus, StepStatus};
+use wflo_types::ExecutionId;
 
 /// What a rollback did.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,7 +31,7 @@ impl Engine {
     /// variables, and records a rollback_actions row with the outcome.
     pub async fn rollback(
         &self,
-        execution: Uuid,
+        execution: ExecutionId,
         snapshot_version: i32,
         reason: &str,
         initiated_by: &str,

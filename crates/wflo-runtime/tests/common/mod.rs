@@ -6,11 +6,10 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
-use uuid::Uuid;
 use wflo_db::{Db, DbConfig, Executor};
 use wflo_llm::{ChatRequest, ChatResponse, ChatStream, FinishReason, LlmProvider, Usage};
 use wflo_runtime::{Engine, EngineBuilder, EngineConfig};
-use wflo_types::{EventEnvelope, EventPayload};
+use wflo_types::{EventEnvelope, EventPayload, ExecutionId};
 
 /// Prompt and completion tokens of every answer of [`FakeLlm`]: 40 in, 25 out.
 pub(crate) const USAGE: (u64, u64) = (40, 25);
@@ -142,7 +141,7 @@ pub(crate) async fn engine(
 }
 
 /// The events written for `execution`, in order, typed.
-pub(crate) async fn events(db: &Db, execution: Uuid) -> Vec<EventPayload> {
+pub(crate) async fn events(db: &Db, execution: ExecutionId) -> Vec<EventPayload> {
     let key = execution.to_string();
     db.outbox()
         .unpublished(10_000)

@@ -60,10 +60,10 @@ pub enum BudgetOp<'a> {
         cost_event: Option<CostEventFn<'a>>,
     },
     /// [`Budgets::release`].
-    Release(Uuid),
+    Release(ReservationId),
     /// Frees a pending reservation whose time ran out, without a charge (the sweeper,
     /// [`Budgets::expire_due`]); a late settle may still charge it.
-    Expire(Uuid),
+    Expire(ReservationId),
 }
 
 impl std::fmt::Debug for BudgetOp<'_> {
@@ -205,7 +205,7 @@ impl<E: crate::Executor> Budgets<'_, E> {
                         out[idx] = Some(Err(e));
                         continue;
                     }
-                    let id = settle.reservation_id;
+                    let id = settle.reservation_id.as_uuid();
                     if let Some(&first) = close_by_id.get(&id) {
                         repeated_closes.push((idx, first));
                         continue;
@@ -225,6 +225,7 @@ impl<E: crate::Executor> Budgets<'_, E> {
                     });
                 }
                 BudgetOp::Release(id) | BudgetOp::Expire(id) => {
+                    let id = &id.as_uuid();
                     if let Some(&first) = close_by_id.get(id) {
                         repeated_closes.push((idx, first));
                         continue;
@@ -255,7 +256,7 @@ impl<E: crate::Executor> Budgets<'_, E> {
                 amount_nano_usd: Set(h.amount),
                 actual_nano_usd: Set(None),
                 status: Set(ReservationStatus::Pending.as_str().into()),
-                execution_id: Set(h.new.execution_id),
+                execution_id: Set(h.new.execution_id.map(Uuid::from)),
                 expires_at: Set(h.new.expires_at),
                 created_at: Set(now),
                 closed_at: Set(None),
@@ -564,7 +565,7 @@ impl<E: crate::Executor> Budgets<'_, E> {
             }
             out[h.idx] = Some(Ok(BudgetOpOutcome::Reserve(ReserveOutcome::Reserved {
                 reservation: Reservation {
-                    id: h.id,
+                    id: h.id.into(),
                     request_id: h.new.request_id.clone(),
                     amount_usd: nanos_to_usd(h.amount),
                     actual_usd: None,
@@ -626,7 +627,7 @@ impl<E: crate::Executor> Budgets<'_, E> {
             if let Some(entry) = &s.ledger {
                 let mut entry = entry.clone();
                 if entry.execution_id.is_none() {
-                    entry.execution_id = row.execution_id;
+                    entry.execution_id = row.execution_id.map(Into::into);
                 }
                 ledger_of.push(ci);
                 entries.push(entry);
@@ -647,7 +648,7 @@ impl<E: crate::Executor> Budgets<'_, E> {
         if !wants_event.is_empty() {
             let ids: Vec<Uuid> = wants_event
                 .iter()
-                .filter_map(|ci| ledger.get(ci).and_then(|e| e.execution_id))
+                .filter_map(|ci| ledger.get(ci).and_then(|e| e.execution_id).map(Uuid::from))
                 .collect::<HashSet<_>>()
                 .into_iter()
                 .collect();
@@ -679,7 +680,7 @@ impl<E: crate::Executor> Budgets<'_, E> {
                     entry,
                     execution_total_usd: entry
                         .execution_id
-                        .and_then(|e| totals.get(&e))
+                        .and_then(|e| totals.get(&e.as_uuid()))
                         .map(|n| nanos_to_usd(*n)),
                     budgets,
                 });
