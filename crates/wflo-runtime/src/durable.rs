@@ -191,8 +191,8 @@ impl Engine {
             let id = done
                 .outputs
                 .as_ref()
-                .and_then(|o| o.get("approval_id"))
-                .and_then(|v| serde_json::from_value(v.clone()).ok())
+                .and_then(|o| serde_json::from_value::<wflo_types::ApprovalOutput>(o.clone()).ok())
+                .and_then(|o| o.approval_id)
                 .unwrap_or_else(|| ApprovalId::from_uuid(Uuid::nil()));
             return Ok(ApprovalTicket {
                 approval_id: id,
