@@ -389,7 +389,7 @@ impl Bus {
             return Ok(p);
         }
         // Boxed: connecting is rare and its future is large; inlined, it would make every
-        // `send` future that large (tests/bus.rs `a_send_future_stays_small`).
+        // `send` future that large (tests/producer.rs `a_send_future_stays_small`).
         let pc = Box::pin(self.partition_client(topic, partition)).await?;
         let c = &self.inner.config;
         let serial = SerialPartition {
