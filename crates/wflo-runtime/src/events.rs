@@ -23,6 +23,21 @@ pub(crate) fn outbox(
     NewOutboxEvent::from_envelope(&env)
 }
 
+/// Writes the `approval.decided` event of `decided` in `tx`, labelled from its execution (read
+/// in the same transaction); returns those labels for the events that follow it.
+pub(crate) async fn write_decided(
+    tx: &wflo_db::Tx,
+    decided: &wflo_db::Approval,
+) -> crate::Result<RunLabels> {
+    use wflo_db::Executor;
+    let exec = tx.executions().get(decided.execution_id).await?;
+    let labels = labels_of(&exec);
+    tx.outbox()
+        .enqueue(outbox(approval(decided, true), exec.id, &labels))
+        .await?;
+    Ok(labels)
+}
+
 /// The labels of the run `exec` (its workflow, trace and correlation ids).
 pub(crate) fn labels_of(exec: &wflo_db::Execution) -> RunLabels {
     RunLabels {

@@ -38,11 +38,7 @@ impl Ctx {
         loop {
             if let Some(s) = step.as_ref().filter(|s| s.status == StepStatus::Completed) {
                 let out = s.outputs.clone().unwrap_or(Value::Null);
-                self.state
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .outputs
-                    .insert(key.to_string(), out.clone());
+                self.remember_output(key, &out);
                 if let Some(o) = &self.observer {
                     o.step_reused(key);
                 }
@@ -100,11 +96,7 @@ impl Ctx {
                     let done = self
                         .set_step_status(&step_now, StepStatus::Completed, Some(out.clone()), None)
                         .await?;
-                    self.state
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .outputs
-                        .insert(key.to_string(), out.clone());
+                    self.remember_output(key, &out);
                     if let Some(o) = &self.observer {
                         o.step_finished(key, StepStatus::Completed, done.cost_usd);
                         // The execution's total changes only with a step that cost something.
@@ -146,5 +138,14 @@ impl Ctx {
                 }
             }
         }
+    }
+
+    /// Keeps a step's output for the templates of the steps after it.
+    fn remember_output(&self, key: &str, out: &Value) {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .outputs
+            .insert(key.to_string(), out.clone());
     }
 }

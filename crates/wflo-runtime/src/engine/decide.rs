@@ -52,15 +52,7 @@ impl Engine {
             }
             Err(e) => return Err(e.into()),
         };
-        let exec = tx.executions().get(decided.execution_id).await?;
-        let labels = events::labels_of(&exec);
-        tx.outbox()
-            .enqueue(events::outbox(
-                events::approval(&decided, true),
-                exec.id,
-                &labels,
-            ))
-            .await?;
+        let labels = events::write_decided(&tx, &decided).await?;
         tx.outbox()
             .enqueue(events::outbox(
                 events::audit(
@@ -74,7 +66,7 @@ impl Engine {
                     json!({"reason": reason, "step": decided.step_key}),
                     true,
                 ),
-                exec.id,
+                decided.execution_id,
                 &labels,
             ))
             .await?;

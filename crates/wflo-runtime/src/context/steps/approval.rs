@@ -286,15 +286,7 @@ pub(crate) async fn apply_timeout_policy(db: &Db, a: &Approval) -> Result<Approv
         }
         Err(e) => return Err(e.into()),
     };
-    let exec = tx.executions().get(a.execution_id).await?;
-    let labels = events::labels_of(&exec);
-    tx.outbox()
-        .enqueue(events::outbox(
-            events::approval(&decided, true),
-            exec.id,
-            &labels,
-        ))
-        .await?;
+    let labels = events::write_decided(&tx, &decided).await?;
     let result = if status == ApprovalStatus::Escalated {
         let window = a
             .timeout_at
@@ -318,7 +310,7 @@ pub(crate) async fn apply_timeout_policy(db: &Db, a: &Approval) -> Result<Approv
         tx.outbox()
             .enqueue(events::outbox(
                 events::approval(&next, false),
-                exec.id,
+                a.execution_id,
                 &labels,
             ))
             .await?;
