@@ -843,3 +843,50 @@ async fn a_code_run_on_an_engine_without_a_sandbox_fails_at_once_saying_so() {
     );
     worker.shutdown().await.unwrap();
 }
+
+/// A step allowed three attempts, on an HTTP provider that retries by itself (4 attempts).
+const RETRIED_CALL: &str = r#"
+name: temporal-retried-call
+steps:
+  - id: ask
+    kind: llm
+    model: gpt-4o-mini
+    prompt: "say hi"
+    max_tokens: 20
+    retry: {max_attempts: 3, backoff_ms: 10}
+"#;
+
+/// One layer retries each failure on Temporal too: a 401 is asked once (neither the step nor
+/// the activity retries it), and a 503 storm gets the provider's own 4 attempts, not again
+/// the step's 3 or the activity's 5.
+async fn failing_call_is_retried_by_one_layer(status: u16, expected: usize) {
+    let w = world(&format!("layers{status}"), Duration::ZERO).await;
+    w.llm.reset().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(
+            ResponseTemplate::new(status)
+                .set_body_json(json!({"error": {"message": "no", "type": "server_error"}})),
+        )
+        .mount(&w.llm)
+        .await;
+    let worker = w.worker().await;
+    let (execution, wf) = w.start(RETRIED_CALL, Some(dec!(1))).await;
+    let err = w.client.wflo_result(&wf).await.unwrap_err();
+    assert!(err.to_string().contains(&format!("http {status}")), "{err}");
+    assert_eq!(llm_calls(&w.llm).await, expected, "http {status}");
+    let exec = w.execution(execution).await;
+    assert_eq!(exec.status, ExecutionStatus::Failed);
+    assert_eq!(exec.cost_usd, dec!(0));
+    worker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unauthorized_call_is_asked_once() {
+    failing_call_is_retried_by_one_layer(401, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unavailable_provider_is_retried_by_the_provider_alone() {
+    failing_call_is_retried_by_one_layer(503, 4).await;
+}
