@@ -4,8 +4,7 @@
 use crate::budget::Scope;
 use crate::usage::{CostBreakdown, TokenUsage};
 use rust_decimal::Decimal;
-use wflo_types::ExecutionId;
-use wflo_types::RunLabels;
+use wflo_types::{ExecutionId, RunLabels};
 
 /// Topic of cost events.
 pub const COSTS_TOPIC: &str = wflo_types::topic::COSTS;
@@ -46,14 +45,7 @@ pub(super) fn alert_event(
         alert_type,
         scope: Some(scope.clone()),
     });
-    let mut env = wflo_types::EventEnvelope::new(EVENT_SOURCE, payload);
-    if let Some(e) = execution {
-        env = env.with_execution(e);
-    }
-    if let Some(l) = labels {
-        env = env.with_labels(l);
-    }
-    let event = wflo_db::NewOutboxEvent::from_envelope(&env);
+    let event = outbox_row(payload, execution, labels);
     match execution {
         Some(_) => event,
         None => event.keyed(scope),
@@ -91,6 +83,16 @@ pub(super) fn cost_event(
         alert_type: None,
         scope,
     });
+    outbox_row(payload, execution, labels)
+}
+
+/// The outbox row of `payload`, about `execution` (its partition key) and labelled with its
+/// run's workflow, trace and correlation ids.
+fn outbox_row(
+    payload: wflo_types::EventPayload,
+    execution: Option<ExecutionId>,
+    labels: Option<&RunLabels>,
+) -> wflo_db::NewOutboxEvent {
     let mut env = wflo_types::EventEnvelope::new(EVENT_SOURCE, payload);
     if let Some(e) = execution {
         env = env.with_execution(e);

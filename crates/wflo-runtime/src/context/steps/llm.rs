@@ -112,8 +112,17 @@ impl Ctx {
     /// exists frees the reservation.
     async fn llm_attempt(&self, key: &str, call: &LlmCall, step: wflo_db::Step) -> Result<Value> {
         let reservation = self.reserve_llm(key, call, &step).await?;
-        let answer = match self.replay_or_call(key, call, &step).await {
-            Ok(answer) => answer,
+        // The cache key is built once: read before the call, written after it.
+        let answered = async {
+            let cache_key = self.llm_cache_key(call)?;
+            let answer = self
+                .replay_or_call(key, call, &step, cache_key.as_ref())
+                .await?;
+            Ok::<_, Error>((cache_key, answer))
+        }
+        .await;
+        let (cache_key, answer) = match answered {
+            Ok(answered) => answered,
             Err(e) => {
                 self.release_llm(&reservation).await?;
                 return Err(e);
@@ -135,7 +144,7 @@ impl Ctx {
                 let cost = self
                     .settle_llm(&reservation, &step, &response.usage)
                     .await?;
-                self.cache_llm(call, &response, cost).await?;
+                self.cache_llm(cache_key.as_ref(), &response, cost).await?;
                 LlmOutput {
                     code: Some(extract_code(&response.text)),
                     text: response.text,
@@ -210,6 +219,7 @@ impl Ctx {
         key: &str,
         call: &LlmCall,
         step: &wflo_db::Step,
+        cache_key: Option<&wflo_cache::LlmCacheKey>,
     ) -> Result<Answer> {
         let inner = &self.engine.inner;
         if let Some(recorded) = step
@@ -223,8 +233,8 @@ impl Ctx {
                 finish: Value::Null,
             });
         }
-        if let (Some(cache), Some(ck)) = (&inner.cache, self.llm_cache_key(call)?)
-            && let Some(hit) = cache.get::<CachedAnswer>(&ck).await?
+        if let (Some(cache), Some(ck)) = (&inner.cache, cache_key)
+            && let Some(hit) = cache.get::<CachedAnswer>(ck).await?
         {
             return Ok(Answer::Cached(hit));
         }
@@ -300,17 +310,17 @@ impl Ctx {
     /// deterministic enough to reuse.
     async fn cache_llm(
         &self,
-        call: &LlmCall,
+        cache_key: Option<&wflo_cache::LlmCacheKey>,
         response: &PaidResponse,
         cost: Decimal,
     ) -> Result<()> {
-        if let (Some(cache), Some(ck)) = (&self.engine.inner.cache, self.llm_cache_key(call)?) {
+        if let (Some(cache), Some(ck)) = (&self.engine.inner.cache, cache_key) {
             let answer = CachedAnswer {
                 text: response.text.clone(),
                 model: response.model.clone(),
                 cost_usd: cost,
             };
-            cache.set(&ck, &answer).await?;
+            cache.set(ck, &answer).await?;
         }
         Ok(())
     }
