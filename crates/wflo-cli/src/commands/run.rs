@@ -71,24 +71,23 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<u8> {
         ..RunOptions::default()
     };
     let id = match (&def, args.resume) {
-        (_, Some(id)) => {
-            let exec = wflo.db().executions().get(id).await?;
-            if exec.status.is_final() {
-                return Err(coded(
-                    exit::USAGE,
-                    format!(
-                        "execution {id} is {}; only unfinished or failed executions can be resumed",
-                        exec.status
-                    ),
-                ));
-            }
-            id
-        }
+        (_, Some(id)) => id,
         (Some(def), None) => engine.create_execution(def, &options).await?,
         (None, None) => unreachable!("clap requires FILE unless --resume"),
     };
-    let budget = stored_budget(&wflo, id).await?;
-    let name = workflow_name(&wflo, id).await?;
+    // Read once: what it was started as (its budget, its workflow) and, for a resume, whether
+    // it can go on (a new execution is PENDING).
+    let exec = wflo.db().executions().get(id).await?;
+    if exec.status.is_final() {
+        return Err(coded(
+            exit::USAGE,
+            format!(
+                "execution {id} is {}; only unfinished or failed executions can be resumed",
+                exec.status
+            ),
+        ));
+    }
+    let (budget, name) = (exec.budget_usd, exec.workflow_name);
     let progress = Arc::new(Progress::new(budget));
     progress.println(&format!(
         "{} {name}: execution {id}{}",
@@ -130,7 +129,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<u8> {
         return Err(coded(exit::FAILED, e.to_string()));
     }
     let elapsed = started.elapsed();
-    print_summary(&wflo, id, &name, budget, elapsed).await?;
+    print_summary(&wflo, id, elapsed).await?;
     match outcome {
         Ok(_) => Ok(0),
         Err(e) => {
@@ -257,33 +256,23 @@ async fn run_on_temporal(args: RunArgs, config: wflo_core::Config) -> anyhow::Re
     if let Ok(status) = client.wflo_status(&workflow_id).await {
         show(&status);
     }
-    let budget = stored_budget(&wflo, id).await.ok().flatten().or(budget);
-    print_summary(&wflo, id, &def.name, budget, started.elapsed()).await?;
+    print_summary(&wflo, id, started.elapsed()).await?;
     match outcome {
         Ok(_) => Ok(0),
         Err(e) => Err(anyhow::Error::new(e).context(format!("execution {id} FAILED"))),
     }
 }
 
-async fn stored_budget(wflo: &Wflo, id: ExecutionId) -> anyhow::Result<Option<Decimal>> {
-    let exec = wflo.db().executions().get(id).await?;
-    Ok(exec.budget_usd)
-}
-
-async fn workflow_name(wflo: &Wflo, id: ExecutionId) -> anyhow::Result<String> {
-    Ok(wflo.db().executions().get(id).await?.workflow_name)
-}
-
-/// The end of a run: status, steps with their cost, costs per model, total against budget.
+/// The end of a run: status, steps with their cost, costs per model, total against the budget
+/// the execution was started with.
 pub(crate) async fn print_summary(
     wflo: &Wflo,
     id: ExecutionId,
-    name: &str,
-    budget: Option<Decimal>,
     elapsed: std::time::Duration,
 ) -> anyhow::Result<()> {
     let summary = wflo.execution_summary(id).await?;
     let exec = &summary.execution;
+    let (name, budget) = (&exec.workflow_name, exec.budget_usd);
     println!();
     println!(
         "{name}: execution {id} {} in {:.1}s",
