@@ -72,6 +72,45 @@ enum Command {
     Worker,
     /// Check every configured service and say what to do about each problem.
     Doctor,
+    /// Serve the HTTP API (/api/v1), live events and the web page (/ui/runs) on this
+    /// database; every endpoint but /healthz needs a token (`wflo tokens create`).
+    Serve {
+        /// The address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        bind: std::net::SocketAddr,
+        /// An origin allowed to call the API from a browser (repeatable; none: no CORS).
+        #[arg(long = "cors-origin", value_name = "ORIGIN")]
+        cors: Vec<String>,
+        /// Mark the session cookie Secure (when served behind TLS).
+        #[arg(long)]
+        secure_cookies: bool,
+    },
+    /// Create, list and revoke the API tokens of `wflo serve`.
+    Tokens {
+        #[command(subcommand)]
+        action: TokensAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokensAction {
+    /// Create a token; its secret is printed this once (only its hash is stored).
+    Create {
+        /// Who holds it (recorded as the actor of what it does).
+        #[arg(long)]
+        name: String,
+        /// viewer (read), approver (+ decide approvals), operator (+ start, cancel, resume,
+        /// roll back), admin (+ tokens).
+        #[arg(long, value_parser = commands::tokens::parse_role)]
+        role: wflo_core::types::Role,
+    },
+    /// Every token, revoked ones included (never their secrets).
+    List,
+    /// Revoke the active token with this name: refused from its next request.
+    Revoke {
+        /// The token's name.
+        name: String,
+    },
 }
 
 /// Which engine runs the workflow.
@@ -251,6 +290,16 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Migrate => commands::migrate::migrate().await,
         Command::Worker => commands::worker::worker().await,
         Command::Doctor => commands::doctor::doctor().await,
+        Command::Serve {
+            bind,
+            cors,
+            secure_cookies,
+        } => commands::serve::serve(bind, cors, secure_cookies).await,
+        Command::Tokens { action } => match action {
+            TokensAction::Create { name, role } => commands::tokens::create(name, role).await,
+            TokensAction::List => commands::tokens::list().await,
+            TokensAction::Revoke { name } => commands::tokens::revoke(name).await,
+        },
     }
 }
 

@@ -55,6 +55,7 @@ pub struct Config {
     pub(crate) prices_file: Option<PathBuf>,
     pub(crate) llm: LlmSettings,
     pub(crate) lease_ttl: Option<std::time::Duration>,
+    pub(crate) driver_name: Option<String>,
 }
 
 impl Config {
@@ -73,7 +74,15 @@ impl Config {
             prices_file: None,
             llm: LlmSettings::default(),
             lease_ttl: None,
+            driver_name: None,
         })
+    }
+
+    /// This configuration with the lease holder name of its runs (see
+    /// [`ConfigBuilder::driver_name`]).
+    pub fn with_driver_name(mut self, name: impl Into<String>) -> Config {
+        self.driver_name = Some(name.into());
+        self
     }
 
     /// Reads the process environment:
@@ -355,6 +364,13 @@ impl ConfigBuilder {
     /// whose process died is recognised, and its reservations released, after this long.
     pub fn lease_ttl(mut self, ttl: std::time::Duration) -> Self {
         self.0.lease_ttl = Some(ttl);
+        self
+    }
+    /// The name this process's runs hold their executions' leases under (default: host and
+    /// process id). `wflo serve` names its instances `serve@host:pid:…`, so another instance
+    /// knows which abandoned runs to take over.
+    pub fn driver_name(mut self, name: impl Into<String>) -> Self {
+        self.0.driver_name = Some(name.into());
         self
     }
     /// Validates.

@@ -32,10 +32,12 @@
 
 mod config;
 mod error;
+mod ops;
 mod summary;
 
 pub use config::{Config, ConfigBuilder, DEFAULT_DATABASE_URL, LlmSettings};
 pub use error::{Error, ErrorKind, Result};
+pub use ops::{StartRun, Started, WorkflowSource};
 pub use summary::{ExecutionSummary, StepSummary};
 
 use std::sync::Arc;
@@ -66,10 +68,10 @@ pub mod types {
     pub use wflo_types::{
         AlertType, ApprovalId, ApprovalOutput, ApprovalPayload, ApprovalStatus, AuditPayload,
         CheckpointOutput, CodeOutput, CostPayload, Error, EventEnvelope, EventPayload, EventType,
-        ExecutionId, ExecutionStatus, LlmOutput, ReservationId, RollbackStatus, RunLabels,
-        SCHEMA_VERSION, SandboxPayload, SnapshotId, StepId, StepKind, StepOutput, StepStatus,
-        StepStatusPayload, TokenUsage, ToolOutput, Usd, WorkflowStatusPayload, canonical_json,
-        redact_url, topic,
+        ExecutionId, ExecutionStatus, HEADER_EVENT_ID, HEADER_EVENT_TYPE, LlmOutput, ReservationId,
+        Role, RollbackStatus, RunLabels, SCHEMA_VERSION, SandboxPayload, SnapshotId, StepId,
+        StepKind, StepOutput, StepStatus, StepStatusPayload, TokenUsage, ToolOutput, Usd,
+        WorkflowStatusPayload, canonical_json, redact_url, topic,
     };
 }
 
@@ -96,16 +98,16 @@ pub mod db {
     /// The persistence layer's error (inside [`crate::Error::Db`]).
     pub use wflo_db::Error;
     pub use wflo_db::{
-        AlertEventFn, Approval, ApprovalDecision, ApprovalStatus, Approvals, Backend, Budget,
-        BudgetAlert, BudgetKey, BudgetOp, BudgetOpOutcome, Budgets, ChargeRecorded,
-        ConsumerOffsets, CostEntry, CostEventFn, CostFilter, CostTotals, Costs, Db, DbConfig,
-        DbConfigBuilder, Definition, Definitions, Driver, Execution, ExecutionEngine,
-        ExecutionStatus, Executions, Executor, Lease, LedgerTokens, NewApproval, NewBudget,
-        NewCostEntry, NewDefinition, NewExecution, NewOutboxEvent, NewReservation, NewRollback,
-        NewStep, Outbox, OutboxEvent, Outcome, Reservation, ReservationStatus, ReserveOutcome,
-        RiskLevel, Rollback, RollbackStatus, Rollbacks, SchemaStatus, Settle, Settlement, Snapshot,
-        Snapshots, Step, StepStatus, Steps, ThresholdCrossed, TimeoutPolicy, Tokens, Tx, money,
-        redact,
+        AlertEventFn, ApiToken, ApiTokens, Approval, ApprovalDecision, ApprovalStatus, Approvals,
+        Backend, Budget, BudgetAlert, BudgetKey, BudgetOp, BudgetOpOutcome, Budgets,
+        ChargeRecorded, ConsumerOffsets, CostEntry, CostEventFn, CostFilter, CostTotals, Costs, Db,
+        DbConfig, DbConfigBuilder, Definition, Definitions, Driver, Execution, ExecutionEngine,
+        ExecutionFilter, ExecutionStatus, Executions, Executor, Lease, LedgerTokens, NewApproval,
+        NewBudget, NewCostEntry, NewDefinition, NewExecution, NewOutboxEvent, NewReservation,
+        NewRollback, NewStep, Outbox, OutboxEvent, Outcome, Reservation, ReservationStatus,
+        ReserveOutcome, RiskLevel, Rollback, RollbackStatus, Rollbacks, SchemaStatus, Settle,
+        Settlement, Snapshot, Snapshots, Step, StepStatus, Steps, ThresholdCrossed, TimeoutPolicy,
+        Tokens, Tx, money, redact,
     };
 }
 
@@ -338,6 +340,9 @@ impl Wflo {
         let mut engine_config = EngineConfig::builder();
         if let Some(ttl) = config.lease_ttl {
             engine_config = engine_config.lease_ttl(ttl);
+        }
+        if let Some(name) = &config.driver_name {
+            engine_config = engine_config.driver_name(name.clone());
         }
         let mut builder = Engine::builder(db.clone())
             .costs(costs)

@@ -3,8 +3,8 @@
 
 use crate::migration::{self, Migrator};
 use crate::repo::{
-    Approvals, Budgets, ConsumerOffsets, Costs, Definitions, Executions, Outbox, Rollbacks,
-    Snapshots, Steps,
+    ApiTokens, Approvals, Budgets, ConsumerOffsets, Costs, Definitions, Executions, Outbox,
+    Rollbacks, Snapshots, Steps,
 };
 use crate::{Error, Result};
 use sea_orm::sqlx::sqlite::SqliteSynchronous;
@@ -483,6 +483,10 @@ pub trait Executor: sealed::Sealed + Send + Sync + Sized {
     /// Rollback actions.
     fn rollbacks(&self) -> Rollbacks<'_, Self> {
         Rollbacks::new(self)
+    }
+    /// API tokens of the HTTP server.
+    fn api_tokens(&self) -> ApiTokens<'_, Self> {
+        ApiTokens::new(self)
     }
     /// The transactional outbox.
     fn outbox(&self) -> Outbox<'_, Self> {

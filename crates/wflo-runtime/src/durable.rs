@@ -299,8 +299,8 @@ impl Engine {
     /// RUNNING are marked FAILED with the reason. Cancelling a cancelled execution changes
     /// nothing.
     pub async fn cancel_execution(&self, execution_id: ExecutionId, reason: &str) -> Result<()> {
-        let (ctx, _) = self.durable_context(execution_id).await?;
         let exec = self.db().executions().get(execution_id).await?;
+        let ctx = self.bare_context(&exec, &RunOptions::default());
         self.costs().release_for_execution(execution_id).await?;
         if exec.status == ExecutionStatus::Cancelled {
             return Ok(());

@@ -34,6 +34,12 @@ impl Held {
         }
     }
 
+    /// Marks the lease lost (the execution was cancelled here): the run stops before its
+    /// next step.
+    pub(crate) fn lose(&self) {
+        self.lost.store(true, Ordering::Release);
+    }
+
     /// Refuses to go on once the lease is lost or may have expired.
     pub(crate) fn check(&self) -> Result<()> {
         let until = match self.valid_until.lock() {

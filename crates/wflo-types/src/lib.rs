@@ -10,6 +10,7 @@
 //! * [`TokenUsage`]: what one LLM call used, in one shape from the provider to the ledger.
 //! * [`event`]: the event envelope every Wflo event travels in, and every typed payload.
 //! * [`step`]: step kinds and the typed outputs each kind stores.
+//! * [`Role`]: what an API token may do.
 //! * [`Usd`]: money, an exact decimal amount of US dollars, never a float.
 //! * Two helpers several crates need byte for byte alike: [`canonical_json`] (the text that
 //!   cache keys and cassette hashes are computed from) and [`redact_url`] (a URL's password
@@ -21,6 +22,7 @@
 #[macro_use]
 mod macros;
 
+pub mod access;
 mod canonical;
 pub mod event;
 mod ids;
@@ -29,6 +31,7 @@ pub mod status;
 pub mod step;
 mod usage;
 
+pub use access::Role;
 pub use canonical::canonical_json;
 pub use event::{
     AlertType, ApprovalPayload, AuditPayload, CostPayload, EventEnvelope, EventPayload, EventType,

@@ -2,7 +2,7 @@
 
 use crate::GroupBy;
 use crate::format::{Table, usd};
-use chrono::{DateTime, Duration, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use wflo_core::cost::{CostQuery, CostSummary};
 
 /// Parses `YYYY-MM-DD` (midnight UTC) or an RFC 3339 time.
@@ -13,24 +13,6 @@ pub(crate) fn parse_since(s: &str) -> Result<DateTime<Utc>, String> {
     DateTime::parse_from_rfc3339(s.trim())
         .map(|t| t.with_timezone(&Utc))
         .map_err(|_| format!("`{s}` is not a date (YYYY-MM-DD) or an RFC 3339 time"))
-}
-
-/// The UTC days from the one containing `since` to the one containing `until`, as
-/// `[start, end)` windows.
-pub(crate) fn day_windows(
-    since: DateTime<Utc>,
-    until: DateTime<Utc>,
-) -> Vec<(NaiveDate, DateTime<Utc>, DateTime<Utc>)> {
-    let mut out = Vec::new();
-    let mut day = since.date_naive();
-    let last = until.date_naive();
-    while day <= last {
-        let start = day.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc();
-        let end = start + Duration::days(1);
-        out.push((day, start.max(since), end));
-        day = day.succ_opt().expect("a next day");
-    }
-    out
 }
 
 pub(crate) async fn report(by: GroupBy, since: Option<DateTime<Utc>>) -> anyhow::Result<u8> {
@@ -53,24 +35,15 @@ pub(crate) async fn report(by: GroupBy, since: Option<DateTime<Utc>>) -> anyhow:
                 .into_iter()
                 .collect(),
         ),
-        GroupBy::Day => {
-            let now = Utc::now();
-            let from = since.unwrap_or(now - Duration::days(29));
-            let mut rows = Vec::new();
-            for (day, start, end) in day_windows(from, now) {
-                let s = costs
-                    .totals(&CostQuery {
-                        since: Some(start),
-                        until: Some(end),
-                        ..CostQuery::default()
-                    })
-                    .await?;
-                if s.calls > 0 {
-                    rows.push((day.to_string(), s));
-                }
-            }
-            ("day (UTC)", rows)
-        }
+        GroupBy::Day => (
+            "day (UTC)",
+            costs
+                .totals_by_day(since, Utc::now())
+                .await?
+                .into_iter()
+                .map(|(day, s)| (day.to_string(), s))
+                .collect(),
+        ),
     };
     let scope = match since {
         Some(s) => format!(" since {}", s.format("%Y-%m-%d %H:%M:%S UTC")),
@@ -135,17 +108,5 @@ mod tests {
             "2026-11-01T10:30:00+00:00"
         );
         assert!(parse_since("yesterday").is_err());
-    }
-
-    #[test]
-    fn days_cover_the_range_without_gaps() {
-        let since = parse_since("2026-11-23T15:00:00Z").unwrap();
-        let until = parse_since("2026-11-25T08:00:00Z").unwrap();
-        let w = day_windows(since, until);
-        assert_eq!(w.len(), 3);
-        assert_eq!(w[0].1, since, "the first window starts at --since");
-        assert_eq!(w[0].2, w[1].1, "windows touch");
-        assert_eq!(w[2].0.to_string(), "2026-11-25");
-        assert!(w[2].2 > until);
     }
 }

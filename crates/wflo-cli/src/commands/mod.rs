@@ -8,6 +8,8 @@ pub(crate) mod migrate;
 pub(crate) mod relay;
 pub(crate) mod rollback;
 pub(crate) mod run;
+pub(crate) mod serve;
+pub(crate) mod tokens;
 pub(crate) mod worker;
 
 use anyhow::Context;

@@ -2,6 +2,7 @@
 //! [`crate::repo`].
 #![allow(unreachable_pub, missing_debug_implementations)]
 
+pub(crate) mod api_token;
 pub(crate) mod approval;
 pub(crate) mod consumer_offset;
 pub(crate) mod definition;

@@ -10,6 +10,7 @@ mod m20261125_000003_costs;
 mod m20261125_000004_bus_dedupe;
 mod m20261201_000005_drivers;
 mod m20261201_000006_execution_contract;
+mod m20261201_000007_api_tokens;
 
 use sea_orm::{ConnectionTrait, DbBackend};
 use sea_orm_migration::prelude::*;
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000004_bus_dedupe::Migration),
             Box::new(m20261201_000005_drivers::Migration),
             Box::new(m20261201_000006_execution_contract::Migration),
+            Box::new(m20261201_000007_api_tokens::Migration),
         ]
     }
 }

@@ -466,6 +466,22 @@ impl<E: crate::Executor> Budgets<'_, E> {
             .map_err(db_err(ENTITY, "listing budgets"))
     }
 
+    /// Budgets, most recently changed first: every scope, or those whose scope starts with
+    /// `scope_prefix` (`workflow:`, `tenant:acme`), at most `limit` (1 to 1000).
+    pub async fn list(&self, scope_prefix: Option<&str>, limit: u64) -> Result<Vec<Budget>> {
+        let mut q = bg::Entity::find();
+        if let Some(prefix) = scope_prefix {
+            q = q.filter(bg::Column::Scope.starts_with(prefix));
+        }
+        q.order_by_desc(bg::Column::UpdatedAt)
+            .order_by_asc(bg::Column::Scope)
+            .limit(limit.clamp(1, 1000))
+            .all(self.conn())
+            .await
+            .map(|v| v.into_iter().map(Budget::from).collect())
+            .map_err(db_err(ENTITY, "listing budgets"))
+    }
+
     /// Changes a budget's limit (greater than zero).
     pub async fn set_limit(&self, id: Uuid, limit_usd: Decimal) -> Result<Budget> {
         if limit_usd <= Decimal::ZERO {

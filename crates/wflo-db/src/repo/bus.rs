@@ -229,6 +229,51 @@ impl<E: crate::Executor> Outbox<'_, E> {
         insert_events(self.conn(), events).await
     }
 
+    /// Up to `limit` events written after position `after`, in position order, published or
+    /// not: every event, or only those keyed by `key` (an execution's id). A reader that
+    /// remembers the last position it saw resumes from there.
+    pub async fn after(
+        &self,
+        after: i64,
+        key: Option<&str>,
+        limit: u64,
+    ) -> Result<Vec<OutboxEvent>> {
+        let mut q = ob::Entity::find().filter(ob::Column::Id.gt(after));
+        if let Some(key) = key {
+            q = q.filter(ob::Column::MessageKey.eq(key));
+        }
+        q.order_by_asc(ob::Column::Id)
+            .limit(limit)
+            .all(self.conn())
+            .await
+            .map(|v| v.into_iter().map(OutboxEvent::from).collect())
+            .map_err(db_err(ENTITY, "reading the outbox"))
+    }
+
+    /// The events at these positions (those that exist), in position order.
+    pub async fn by_ids(&self, ids: &[i64]) -> Result<Vec<OutboxEvent>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        ob::Entity::find()
+            .filter(ob::Column::Id.is_in(ids.iter().copied()))
+            .order_by_asc(ob::Column::Id)
+            .all(self.conn())
+            .await
+            .map(|v| v.into_iter().map(OutboxEvent::from).collect())
+            .map_err(db_err(ENTITY, "reading the outbox"))
+    }
+
+    /// The position of the newest event (0 when there is none).
+    pub async fn head(&self) -> Result<i64> {
+        Ok(ob::Entity::find()
+            .order_by_desc(ob::Column::Id)
+            .one(self.conn())
+            .await
+            .map_err(db_err(ENTITY, "reading the outbox"))?
+            .map_or(0, |m| m.id))
+    }
+
     /// Up to `limit` unpublished events, in id order.
     pub async fn unpublished(&self, limit: u64) -> Result<Vec<OutboxEvent>> {
         ob::Entity::find()

@@ -14,6 +14,34 @@ use std::time::Duration;
 use uuid::Uuid;
 use wflo_types::{ExecutionId, StepId};
 
+/// Which executions [`Executions::page`] returns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecutionFilter {
+    /// Only this status.
+    pub status: Option<ExecutionStatus>,
+    /// Only runs of this workflow (by name).
+    pub workflow: Option<String>,
+    /// Only executions created at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Only executions after this one in the order (newest first): the previous page's last.
+    pub after: Option<ExecutionId>,
+    /// At most this many (1 to 1000).
+    pub limit: u64,
+}
+
+impl ExecutionFilter {
+    /// Every execution, `limit` at a time.
+    pub fn all(limit: u64) -> ExecutionFilter {
+        ExecutionFilter {
+            status: None,
+            workflow: None,
+            since: None,
+            after: None,
+            limit,
+        }
+    }
+}
+
 /// Where an execution is in its life (the shared vocabulary's type).
 pub use wflo_types::ExecutionStatus;
 
@@ -354,6 +382,42 @@ impl<E: crate::Executor> Executions<'_, E> {
             .collect()
     }
 
+    /// A page of executions, newest first, selected by `filter`; pass the last id of a page as
+    /// `filter.after` for the next one (an unknown cursor is [`Error::NotFound`]).
+    pub async fn page(&self, filter: &ExecutionFilter) -> Result<Vec<Execution>> {
+        let mut q = ex::Entity::find();
+        if let Some(status) = filter.status {
+            q = q.filter(ex::Column::Status.eq(status.as_str()));
+        }
+        if let Some(name) = &filter.workflow {
+            q = q.filter(ex::Column::WorkflowName.eq(name.as_str()));
+        }
+        if let Some(since) = filter.since {
+            q = q.filter(ex::Column::CreatedAt.gte(since));
+        }
+        if let Some(after) = filter.after {
+            let cursor = self.get(after).await?;
+            q = q.filter(
+                Condition::any()
+                    .add(ex::Column::CreatedAt.lt(cursor.created_at))
+                    .add(
+                        Condition::all()
+                            .add(ex::Column::CreatedAt.eq(cursor.created_at))
+                            .add(ex::Column::Id.lt(super::raw::<ExecutionId>(after))),
+                    ),
+            );
+        }
+        q.order_by_desc(ex::Column::CreatedAt)
+            .order_by_desc(ex::Column::Id)
+            .limit(filter.limit.clamp(1, 1000))
+            .all(self.conn())
+            .await
+            .map_err(db_err(ENTITY, "listing executions"))?
+            .into_iter()
+            .map(Execution::try_from)
+            .collect()
+    }
+
     /// The newest executions, newest first.
     pub async fn recent(&self, limit: u64) -> Result<Vec<Execution>> {
         ex::Entity::find()
@@ -555,7 +619,8 @@ impl<E: crate::Executor> Executions<'_, E> {
     }
 
     /// Extends a held lease by `ttl` from now. A lease taken over by another holder (its fence
-    /// moved on) or released is [`Error::LeaseLost`]; the caller must stop driving.
+    /// moved on), released, or on an execution cancelled meanwhile is [`Error::LeaseLost`]; the
+    /// caller must stop driving.
     pub async fn renew_lease(
         &self,
         id: impl Into<ExecutionId>,
@@ -569,6 +634,8 @@ impl<E: crate::Executor> Executions<'_, E> {
             .filter(ex::Column::Id.eq(id))
             .filter(ex::Column::LeaseHolder.eq(lease.holder.as_str()))
             .filter(ex::Column::LeaseFence.eq(lease.fence))
+            // A cancelled execution keeps no driver: its holder learns it here and stops.
+            .filter(ex::Column::Status.ne(ExecutionStatus::Cancelled.as_str()))
             .exec(self.conn())
             .await
             .map_err(db_err(ENTITY, "renewing an execution's lease"))?;

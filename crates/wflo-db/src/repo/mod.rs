@@ -1,6 +1,7 @@
 //! Typed repositories. Each is obtained from an [`crate::Executor`] (the pool or a
 //! transaction) and speaks only in the domain types defined here.
 
+mod api_tokens;
 mod approvals;
 mod budgets;
 mod bus;
@@ -11,6 +12,7 @@ mod rollbacks;
 mod snapshots;
 mod steps;
 
+pub use api_tokens::{ApiToken, ApiTokens};
 pub use approvals::{
     Approval, ApprovalDecision, ApprovalStatus, Approvals, NewApproval, RiskLevel, TimeoutPolicy,
 };
@@ -23,8 +25,8 @@ pub use bus::{ConsumerOffsets, NewOutboxEvent, Outbox, OutboxEvent};
 pub use costs::{CostEntry, CostFilter, CostTotals, Costs, LedgerTokens, NewCostEntry};
 pub use definitions::{Definition, Definitions, NewDefinition};
 pub use executions::{
-    Driver, Execution, ExecutionEngine, ExecutionStatus, Executions, Lease, NewExecution, Outcome,
-    Tokens,
+    Driver, Execution, ExecutionEngine, ExecutionFilter, ExecutionStatus, Executions, Lease,
+    NewExecution, Outcome, Tokens,
 };
 pub use rollbacks::{NewRollback, Rollback, RollbackStatus, Rollbacks};
 pub use snapshots::{Snapshot, Snapshots};

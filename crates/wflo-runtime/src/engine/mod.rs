@@ -298,6 +298,11 @@ impl Engine {
         &self.inner.db
     }
 
+    /// The name this engine's runs hold their executions' leases under.
+    pub fn driver_name(&self) -> &str {
+        &self.inner.config.driver_name
+    }
+
     /// The cost tracker.
     pub fn costs(&self) -> &CostTracker {
         &self.inner.costs
@@ -667,6 +672,72 @@ impl Engine {
                 .await?;
         }
         Ok(released)
+    }
+
+    /// Cancels an unfinished in-process execution on behalf of `actor`: CANCELLED with its
+    /// event, every budget reservation it holds released, steps left RUNNING marked FAILED, and
+    /// an `audit` event naming the actor. Its driver stops before its next step: at once when
+    /// it is this engine, at its next lease renewal (within a third of the lease) when it is
+    /// another process. Cancelling a cancelled execution changes nothing; a COMPLETED one is
+    /// [`Error::InvalidState`]; a Temporal one is cancelled through its workflow instead.
+    pub async fn cancel(
+        &self,
+        execution_id: ExecutionId,
+        actor: &str,
+        reason: &str,
+    ) -> Result<wflo_db::Execution> {
+        let db = &self.inner.db;
+        let exec = db.executions().get(execution_id).await?;
+        if exec.status == wflo_db::ExecutionStatus::Cancelled {
+            return Ok(exec);
+        }
+        if exec.status.is_final() {
+            return Err(Error::InvalidState(format!(
+                "execution {execution_id} is {}; only unfinished executions can be cancelled",
+                exec.status
+            )));
+        }
+        if exec.engine != ExecutionEngine::Local {
+            return Err(Error::InvalidState(format!(
+                "execution {execution_id} runs on temporal; cancel it through its workflow \
+                 (wflo-{execution_id})"
+            )));
+        }
+        if let Some(held) = self.leases().get(&execution_id) {
+            held.lose();
+        }
+        self.cancel_execution(execution_id, reason).await?;
+        let exec = db.executions().get(execution_id).await?;
+        self.record_audit(&exec, actor, "execution.cancel", json!({"reason": reason}))
+            .await?;
+        Ok(exec)
+    }
+
+    /// Writes an `audit` event: `actor` did `action` (`execution.start`, `execution.resume`,
+    /// …) on execution `exec`, with `details`.
+    pub async fn record_audit(
+        &self,
+        exec: &wflo_db::Execution,
+        actor: &str,
+        action: &str,
+        details: Value,
+    ) -> Result<()> {
+        self.inner
+            .db
+            .outbox()
+            .enqueue(events::outbox(
+                events::audit(
+                    actor,
+                    action,
+                    format!("execution/{}", exec.id),
+                    details,
+                    true,
+                ),
+                exec.id,
+                &events::labels_of(exec),
+            ))
+            .await?;
+        Ok(())
     }
 
     /// Releases the budget reservations of in-process executions whose driver is gone (its
