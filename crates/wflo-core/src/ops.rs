@@ -93,6 +93,21 @@ impl Wflo {
     /// stored.
     pub async fn start_run(&self, req: StartRun) -> Result<Started> {
         let def = self.workflow_def(&req.source).await?;
+        if let Some(unknown) = req.inputs.keys().find(|k| !def.inputs.contains_key(*k)) {
+            let declared: Vec<&str> = def.inputs.keys().map(String::as_str).collect();
+            return Err(Error::Config(if declared.is_empty() {
+                format!(
+                    "workflow `{}` takes no inputs; remove `{unknown}`",
+                    def.name
+                )
+            } else {
+                format!(
+                    "workflow `{}` has no input `{unknown}`; its inputs are {}",
+                    def.name,
+                    declared.join(", ")
+                )
+            }));
+        }
         if req.budget_usd.is_some_and(|b| b <= Decimal::ZERO) {
             return Err(Error::Config("the budget must be greater than zero".into()));
         }

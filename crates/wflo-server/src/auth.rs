@@ -190,7 +190,11 @@ impl FromRequestParts<AppState> for Caller {
         if via_cookie
             && parts.method != Method::GET
             && parts.method != Method::HEAD
-            && parts.uri.path().starts_with("/api/")
+            && parts
+                .extensions
+                .get::<axum::extract::OriginalUri>()
+                .map_or(parts.uri.path(), |u| u.0.path())
+                .starts_with("/api/")
         {
             let given = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
             caller.check_csrf(given)?;

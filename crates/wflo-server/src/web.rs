@@ -49,9 +49,16 @@ svg text{font:12px system-ui,sans-serif;fill:var(--fg)}
 /// Refreshes `#live` from `url` whenever the event stream says something changed (the
 /// browser's EventSource resumes with Last-Event-ID by itself after a disconnect).
 fn live_script(events: &str, fragment: &str) -> Markup {
+    let kinds = serde_json::to_string(
+        &wflo_core::types::EventType::KNOWN
+            .iter()
+            .map(|k| k.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .unwrap_or_else(|_| "[]".into());
     let js = format!(
         r#"(function(){{var busy=false,again=false;function refresh(){{if(busy){{again=true;return}}busy=true;fetch({fragment:?},{{credentials:'same-origin'}}).then(function(r){{return r.ok?r.text():null}}).then(function(t){{if(t!==null){{document.getElementById('live').innerHTML=t}}}}).finally(function(){{busy=false;if(again){{again=false;refresh()}}}})}}
-var es=new EventSource({events:?});es.onmessage=refresh;['workflow.started','workflow.completed','workflow.failed','workflow.cancelled','workflow.waiting','step.started','step.completed','step.failed','approval.requested','approval.decided','approval.expired','cost.recorded','budget.alert'].forEach(function(t){{es.addEventListener(t,refresh)}});es.addEventListener('error',function(){{}});}})();"#
+var es=new EventSource({events:?});es.onmessage=refresh;{kinds}.forEach(function(t){{es.addEventListener(t,refresh)}});es.addEventListener('error',function(){{}});}})();"#
     );
     html! { script { (PreEscaped(js)) } }
 }
