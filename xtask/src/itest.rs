@@ -135,6 +135,14 @@ pub(crate) fn test_env(services: &[Service]) -> Vec<(String, String)> {
         );
         set("WFLO_TEST_LITELLM_KEY", crate::litellm::KEY.to_string());
     }
+    if services.contains(&Service::Browser) && std::env::var_os("WFLO_TEST_WEBDRIVER_URL").is_none()
+    {
+        set(
+            "WFLO_TEST_WEBDRIVER_URL",
+            format!("http://{}", crate::browser::ADDR),
+        );
+        set("WFLO_TEST_CHROMIUM", crate::browser::CHROMIUM.to_string());
+    }
     if services.contains(&Service::Docker) && std::env::var_os("WFLO_TEST_SANDBOX_IMAGE").is_none()
     {
         set(

@@ -9,6 +9,7 @@
 //! * `bench [CRATE...]` — criterion benches, printed beside their same-run baselines.
 
 mod bench;
+mod browser;
 mod db;
 mod itest;
 mod kafka_probe;

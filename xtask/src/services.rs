@@ -31,6 +31,8 @@ pub(crate) enum Service {
     Kafka,
     /// Optional: LiteLLM's proxy with mock models (`crate::litellm`); not in [`Service::ALL`].
     Litellm,
+    /// Optional: Chromium driven by ChromeDriver (`crate::browser`); not in [`Service::ALL`].
+    Browser,
 }
 
 impl Service {
@@ -50,11 +52,12 @@ impl Service {
             Service::Temporal => "temporal",
             Service::Kafka => "kafka",
             Service::Litellm => "litellm",
+            Service::Browser => "browser",
         }
     }
 
     /// Services started only when named (by a command or a suite's manifest).
-    pub(crate) const OPTIONAL: [Service; 1] = [Service::Litellm];
+    pub(crate) const OPTIONAL: [Service; 2] = [Service::Litellm, Service::Browser];
 
     pub(crate) fn parse(name: &str) -> Result<Service> {
         Service::ALL
@@ -73,7 +76,7 @@ impl Service {
     /// The compose service of the same name (the Docker engine itself is not a compose service).
     fn compose_name(self) -> Option<&'static str> {
         match self {
-            Service::Docker | Service::Litellm => None,
+            Service::Docker | Service::Litellm | Service::Browser => None,
             other => Some(other.name()),
         }
     }
@@ -213,6 +216,7 @@ pub(crate) fn probe(service: Service) -> Result<String> {
         Service::Temporal => temporal_probe(),
         Service::Kafka => crate::kafka_probe::metadata(KAFKA_ADDR),
         Service::Litellm => crate::litellm::probe(),
+        Service::Browser => crate::browser::probe(),
     }
 }
 
@@ -249,6 +253,9 @@ fn install_missing(services: &[Service], mode: Mode) -> Result<()> {
     }
     if services.contains(&Service::Litellm) {
         crate::litellm::install()?;
+    }
+    if services.contains(&Service::Browser) {
+        apt.extend(crate::browser::missing_packages());
     }
     if !apt.is_empty() {
         println!("installing with apt: {}", apt.join(" "));
@@ -310,6 +317,7 @@ fn native_up(service: Service) -> Result<String> {
         Service::Temporal => temporal_up(),
         Service::Kafka => kafka_up(),
         Service::Litellm => crate::litellm::up(),
+        Service::Browser => crate::browser::up(),
     }
 }
 
@@ -336,6 +344,7 @@ fn native_down(service: Service) -> Result<()> {
             util::stop_pidfile(&dir.join("kafka.pid"), Duration::from_secs(5))?;
         }
         Service::Litellm => crate::litellm::down()?,
+        Service::Browser => crate::browser::down()?,
     }
     Ok(())
 }

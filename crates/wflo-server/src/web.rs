@@ -47,7 +47,8 @@ svg text{font:12px system-ui,sans-serif;fill:var(--fg)}
 "#;
 
 /// Refreshes `#live` from `url` whenever the event stream says something changed (the
-/// browser's EventSource resumes with Last-Event-ID by itself after a disconnect).
+/// browser's EventSource resumes with Last-Event-ID by itself after a disconnect). A refresh
+/// waits while someone is typing a reason in the live part, so no text is lost.
 fn live_script(events: &str, fragment: &str) -> Markup {
     let kinds = serde_json::to_string(
         &wflo_core::types::EventType::KNOWN
@@ -57,7 +58,7 @@ fn live_script(events: &str, fragment: &str) -> Markup {
     )
     .unwrap_or_else(|_| "[]".into());
     let js = format!(
-        r#"(function(){{var busy=false,again=false;function refresh(){{if(busy){{again=true;return}}busy=true;fetch({fragment:?},{{credentials:'same-origin'}}).then(function(r){{return r.ok?r.text():null}}).then(function(t){{if(t!==null){{document.getElementById('live').innerHTML=t}}}}).finally(function(){{busy=false;if(again){{again=false;refresh()}}}})}}
+        r#"(function(){{var busy=false,again=false,live=document.getElementById('live');function typing(){{var a=document.activeElement;return a&&live.contains(a)&&(a.tagName==='INPUT'||a.tagName==='TEXTAREA')&&a.value!==''}}live.addEventListener('focusout',function(){{setTimeout(function(){{if(again&&!typing()){{again=false;refresh()}}}},0)}});function refresh(){{if(busy||typing()){{again=true;return}}busy=true;fetch({fragment:?},{{credentials:'same-origin'}}).then(function(r){{return r.ok?r.text():null}}).then(function(t){{if(t!==null){{document.getElementById('live').innerHTML=t}}}}).finally(function(){{busy=false;if(again){{again=false;refresh()}}}})}}
 var es=new EventSource({events:?});es.onmessage=refresh;{kinds}.forEach(function(t){{es.addEventListener(t,refresh)}});es.addEventListener('error',function(){{}});}})();"#
     );
     html! { script { (PreEscaped(js)) } }
