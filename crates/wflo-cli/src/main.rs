@@ -259,6 +259,39 @@ fn main() -> ExitCode {
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
+    use commands::remote;
+    // With WFLO_SERVER_URL and WFLO_TOKEN set, these commands talk to `wflo serve`.
+    let server = match &cli.command {
+        Command::Run(_)
+        | Command::Executions { .. }
+        | Command::Approvals { .. }
+        | Command::Cost { .. } => remote::client()?,
+        _ => None,
+    };
+    if let Some(c) = &server {
+        return match cli.command {
+            Command::Run(args) => remote::run(c, args).await,
+            Command::Executions {
+                action: ExecutionsAction::List { status, limit },
+            } => remote::executions_list(c, status, limit).await,
+            Command::Executions {
+                action: ExecutionsAction::Show { id },
+            } => remote::executions_show(c, id).await,
+            Command::Approvals {
+                action: ApprovalsAction::List,
+            } => remote::approvals_list(c).await,
+            Command::Approvals {
+                action: ApprovalsAction::Approve { id, reason, .. },
+            } => remote::decide(c, id, true, reason).await,
+            Command::Approvals {
+                action: ApprovalsAction::Reject { id, reason, .. },
+            } => remote::decide(c, id, false, Some(reason)).await,
+            Command::Cost {
+                action: CostAction::Report { by, since },
+            } => remote::cost_report(c, by, since).await,
+            _ => unreachable!("only the commands above take a server"),
+        };
+    }
     match cli.command {
         Command::Run(args) => commands::run::run(args).await,
         Command::Executions { action } => match action {

@@ -39,6 +39,16 @@ impl std::fmt::Debug for LlmSettings {
     }
 }
 
+/// An API token, kept out of `Debug` output.
+#[derive(Clone)]
+pub(crate) struct Token(String);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(***)")
+    }
+}
+
 /// Everything Wflo connects to. Build it with [`Config::builder`] or read it with
 /// [`Config::from_env`].
 #[derive(Clone, Debug)]
@@ -56,6 +66,7 @@ pub struct Config {
     pub(crate) llm: LlmSettings,
     pub(crate) lease_ttl: Option<std::time::Duration>,
     pub(crate) driver_name: Option<String>,
+    pub(crate) server: Option<(String, Token)>,
 }
 
 impl Config {
@@ -75,6 +86,7 @@ impl Config {
             llm: LlmSettings::default(),
             lease_ttl: None,
             driver_name: None,
+            server: None,
         })
     }
 
@@ -101,6 +113,7 @@ impl Config {
     /// | `ANTHROPIC_API_KEY`, `ANTHROPIC_BASE_URL` | Anthropic provider | |
     /// | `WFLO_LLM_CASSETTE` | replay cassette (offline answers) | |
     /// | `WFLO_LEASE_TTL_SECS` | how long a driver's lease on an execution lasts unless renewed | 30 |
+    /// | `WFLO_SERVER_URL`, `WFLO_TOKEN` | a `wflo serve` instance and an API token: the command line talks to it instead of the database | the database |
     pub fn from_env() -> Result<Config> {
         Self::from_vars(std::env::vars().collect())
     }
@@ -141,7 +154,39 @@ impl Config {
             })?;
             b = b.lease_ttl(std::time::Duration::from_secs(secs));
         }
+        match (get("WFLO_SERVER_URL"), get("WFLO_TOKEN")) {
+            (Some(url), Some(token)) => b = b.server(url, token),
+            (None, None) => {}
+            (Some(_), None) => {
+                return Err(Error::Config(
+                    "WFLO_SERVER_URL is set but WFLO_TOKEN is not; set it to an API token \
+                     (`wflo tokens create` on the server's database)"
+                        .into(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(Error::Config(
+                    "WFLO_TOKEN is set but WFLO_SERVER_URL is not; set it to the server, e.g. \
+                     http://127.0.0.1:8080"
+                        .into(),
+                ));
+            }
+        }
         b.build()
+    }
+
+    /// How long a driver's lease lasts unless renewed (`WFLO_LEASE_TTL_SECS`; none: the
+    /// engine's default, 30 s).
+    pub fn lease_ttl(&self) -> Option<std::time::Duration> {
+        self.lease_ttl
+    }
+
+    /// The `wflo serve` instance and API token to talk to instead of the database
+    /// (`WFLO_SERVER_URL`, `WFLO_TOKEN`), when set.
+    pub fn server(&self) -> Option<(&str, &str)> {
+        self.server
+            .as_ref()
+            .map(|(u, t)| (u.as_str(), t.0.as_str()))
     }
 
     /// The database URL (password included; use [`crate::db::redact`] to show it).
@@ -373,8 +418,21 @@ impl ConfigBuilder {
         self.0.driver_name = Some(name.into());
         self
     }
+    /// Talk to the `wflo serve` instance at `url` with API token `token` instead of the
+    /// database (the command line's client mode).
+    pub fn server(mut self, url: impl Into<String>, token: impl Into<String>) -> Self {
+        self.0.server = Some((url.into(), Token(token.into())));
+        self
+    }
     /// Validates.
     pub fn build(self) -> Result<Config> {
+        if let Some((url, _)) = &self.0.server
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(Error::Config(format!(
+                "WFLO_SERVER_URL `{url}` is not an http(s) URL; write it as http://host:port"
+            )));
+        }
         wflo_db::DbConfig::builder(self.0.database_url.clone()).build()?;
         if let Some(p) = &self.0.llm.provider
             && !["openai", "anthropic", "replay"].contains(&p.as_str())

@@ -64,11 +64,11 @@ fn parse_id<T: std::str::FromStr>(s: &str, what: &str) -> Result<T, ApiError> {
 // ---- views -------------------------------------------------------------------------------
 
 /// Tokens an execution or a step used.
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct TokensView {
-    prompt: u64,
-    completion: u64,
-    total: u64,
+#[derive(Debug, Serialize, ToSchema, Deserialize)]
+pub struct TokensView {
+    pub prompt: u64,
+    pub completion: u64,
+    pub total: u64,
 }
 
 impl From<&wflo_core::db::Tokens> for TokensView {
@@ -82,9 +82,9 @@ impl From<&wflo_core::db::Tokens> for TokensView {
 }
 
 /// Who drives an execution now.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
-pub(crate) enum DriverView {
+pub enum DriverView {
     /// Temporal's workers.
     Temporal,
     /// An in-process engine holding the lease.
@@ -97,31 +97,31 @@ pub(crate) enum DriverView {
 }
 
 /// An execution.
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct ExecutionView {
+#[derive(Debug, Serialize, ToSchema, Deserialize)]
+pub struct ExecutionView {
     #[schema(value_type = String, format = Uuid)]
-    id: ExecutionId,
-    workflow: String,
+    pub id: ExecutionId,
+    pub workflow: String,
     #[schema(schema_with = execution_status_schema)]
-    status: ExecutionStatus,
+    pub status: ExecutionStatus,
     /// `LOCAL` (the in-process engine) or `TEMPORAL`.
-    engine: String,
-    inputs: Value,
-    outputs: Option<Value>,
-    error: Option<String>,
+    pub engine: String,
+    pub inputs: Value,
+    pub outputs: Option<Value>,
+    pub error: Option<String>,
     /// USD, exact (a decimal string).
     #[schema(value_type = Option<String>)]
-    budget_usd: Option<Decimal>,
+    pub budget_usd: Option<Decimal>,
     /// USD, exact (a decimal string).
     #[schema(value_type = String)]
-    cost_usd: Decimal,
-    tokens: TokensView,
-    correlation_id: Option<String>,
-    trace_id: Option<String>,
-    driver: DriverView,
-    created_at: DateTime<Utc>,
-    started_at: Option<DateTime<Utc>>,
-    completed_at: Option<DateTime<Utc>>,
+    pub cost_usd: Decimal,
+    pub tokens: TokensView,
+    pub correlation_id: Option<String>,
+    pub trace_id: Option<String>,
+    pub driver: DriverView,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
 }
 
 fn execution_status_schema() -> utoipa::openapi::schema::Object {
@@ -168,25 +168,25 @@ impl ExecutionView {
 }
 
 /// A step of an execution.
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct StepView {
+#[derive(Debug, Serialize, ToSchema, Deserialize)]
+pub struct StepView {
     #[schema(value_type = String, format = Uuid)]
-    id: wflo_core::types::StepId,
+    pub id: wflo_core::types::StepId,
     /// The step's id in its workflow.
-    key: String,
+    pub key: String,
     /// `llm`, `code`, `approval`, `checkpoint` or `tool`.
-    kind: String,
+    pub kind: String,
     #[schema(schema_with = step_status_schema)]
-    status: wflo_core::types::StepStatus,
-    attempts: i32,
+    pub status: wflo_core::types::StepStatus,
+    pub attempts: i32,
     /// The output, in its kind's shape (LLM text and usage, code stdout/stderr/exit code, …).
-    output: Option<Value>,
-    error: Option<String>,
+    pub output: Option<Value>,
+    pub error: Option<String>,
     #[schema(value_type = String)]
-    cost_usd: Decimal,
-    tokens: TokensView,
-    started_at: Option<DateTime<Utc>>,
-    completed_at: Option<DateTime<Utc>>,
+    pub cost_usd: Decimal,
+    pub tokens: TokensView,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
 }
 
 fn step_status_schema() -> utoipa::openapi::schema::Object {
@@ -213,42 +213,42 @@ impl StepView {
 }
 
 /// A snapshot of an execution's state.
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct SnapshotView {
+#[derive(Debug, Serialize, ToSchema, Deserialize)]
+pub struct SnapshotView {
     #[schema(value_type = String, format = Uuid)]
-    id: wflo_core::types::SnapshotId,
-    version: i32,
-    step: Option<String>,
-    superseded_at: Option<DateTime<Utc>>,
-    created_at: DateTime<Utc>,
+    pub id: wflo_core::types::SnapshotId,
+    pub version: i32,
+    pub step: Option<String>,
+    pub superseded_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
 }
 
 /// An approval request.
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct ApprovalView {
+#[derive(Debug, Serialize, ToSchema, Deserialize)]
+pub struct ApprovalView {
     #[schema(value_type = String, format = Uuid)]
-    id: ApprovalId,
+    pub id: ApprovalId,
     #[schema(value_type = String, format = Uuid)]
-    execution_id: ExecutionId,
-    step: Option<String>,
+    pub execution_id: ExecutionId,
+    pub step: Option<String>,
     #[schema(schema_with = approval_status_schema)]
-    status: wflo_core::types::ApprovalStatus,
+    pub status: wflo_core::types::ApprovalStatus,
     /// What is asked.
-    message: String,
+    pub message: String,
     /// What the action is (its details, as the workflow gave them).
-    context: Value,
+    pub context: Value,
     /// `LOW`, `MEDIUM`, `HIGH` or `CRITICAL`.
-    risk: String,
+    pub risk: String,
     /// The fingerprint of the exact action: a decision authorises this action only.
-    action_fingerprint: String,
-    approver_group: Option<String>,
-    deadline: Option<DateTime<Utc>>,
+    pub action_fingerprint: String,
+    pub approver_group: Option<String>,
+    pub deadline: Option<DateTime<Utc>>,
     /// What happens at the deadline: `REJECT`, `APPROVE` or `ESCALATE`.
-    timeout_policy: String,
-    decided_by: Option<String>,
-    reason: Option<String>,
-    decided_at: Option<DateTime<Utc>>,
-    created_at: DateTime<Utc>,
+    pub timeout_policy: String,
+    pub decided_by: Option<String>,
+    pub reason: Option<String>,
+    pub decided_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
 }
 
 fn approval_status_schema() -> utoipa::openapi::schema::Object {
@@ -282,31 +282,31 @@ impl ApprovalView {
 }
 
 /// A rollback of an execution.
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct RollbackView {
-    id: uuid::Uuid,
+#[derive(Debug, Serialize, ToSchema, Deserialize)]
+pub struct RollbackView {
+    pub id: uuid::Uuid,
     #[schema(value_type = String, format = Uuid)]
-    snapshot_id: wflo_core::types::SnapshotId,
-    snapshot_version: Option<i32>,
+    pub snapshot_id: wflo_core::types::SnapshotId,
+    pub snapshot_version: Option<i32>,
     /// `PENDING`, `IN_PROGRESS`, `COMPLETED` or `FAILED`.
-    status: String,
-    reason: String,
-    initiated_by: String,
-    details: Value,
-    error: Option<String>,
-    created_at: DateTime<Utc>,
-    completed_at: Option<DateTime<Utc>>,
+    pub status: String,
+    pub reason: String,
+    pub initiated_by: String,
+    pub details: Value,
+    pub error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
 }
 
 /// Calls, tokens and money over some of the ledger.
-#[derive(Debug, Default, Serialize, ToSchema)]
-pub(crate) struct CostView {
-    calls: u64,
+#[derive(Debug, Default, Serialize, ToSchema, Deserialize)]
+pub struct CostView {
+    pub calls: u64,
     #[schema(value_type = String)]
-    cost_usd: Decimal,
-    prompt_tokens: u64,
-    completion_tokens: u64,
-    cached_prompt_tokens: u64,
+    pub cost_usd: Decimal,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cached_prompt_tokens: u64,
 }
 
 impl From<&wflo_core::cost::CostSummary> for CostView {
@@ -322,16 +322,16 @@ impl From<&wflo_core::cost::CostSummary> for CostView {
 }
 
 /// Everything recorded about one execution.
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct ExecutionDetail {
-    execution: ExecutionView,
-    workflow_version: i32,
-    steps: Vec<StepView>,
-    snapshots: Vec<SnapshotView>,
-    approvals: Vec<ApprovalView>,
-    rollbacks: Vec<RollbackView>,
+#[derive(Debug, Serialize, ToSchema, Deserialize)]
+pub struct ExecutionDetail {
+    pub execution: ExecutionView,
+    pub workflow_version: i32,
+    pub steps: Vec<StepView>,
+    pub snapshots: Vec<SnapshotView>,
+    pub approvals: Vec<ApprovalView>,
+    pub rollbacks: Vec<RollbackView>,
     /// The ledger's totals per model.
-    costs_by_model: BTreeMap<String, CostView>,
+    pub costs_by_model: BTreeMap<String, CostView>,
 }
 
 impl ExecutionDetail {
@@ -380,9 +380,9 @@ impl ExecutionDetail {
 // ---- health --------------------------------------------------------------------------------
 
 /// Liveness.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema, Deserialize)]
 pub(crate) struct Health {
-    status: String,
+    pub status: String,
 }
 
 /// Whether the process serves at all (no token needed, no dependency checked).
@@ -395,11 +395,11 @@ pub(crate) async fn healthz() -> Json<Health> {
 }
 
 /// Readiness: the database answers and its migrations are this build's.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema, Deserialize)]
 pub(crate) struct Ready {
-    status: String,
-    database: String,
-    pending_migrations: usize,
+    pub status: String,
+    pub database: String,
+    pub pending_migrations: usize,
 }
 
 /// Whether this instance can serve requests: the database is reachable and its schema current.
@@ -443,41 +443,41 @@ pub(crate) async fn readyz(
 // ---- executions ----------------------------------------------------------------------------
 
 /// A run to start: a stored workflow by name (and version), or a workflow in YAML.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, ToSchema, Serialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct StartRequest {
+pub struct StartRequest {
     /// A stored workflow's name (with `version`, else its latest version).
-    workflow: Option<String>,
-    version: Option<i32>,
+    pub workflow: Option<String>,
+    pub version: Option<i32>,
     /// A workflow definition in YAML (instead of `workflow`).
-    yaml: Option<String>,
+    pub yaml: Option<String>,
     /// Inputs by name.
     #[serde(default)]
-    inputs: Map<String, Value>,
+    pub inputs: Map<String, Value>,
     /// The execution's budget in USD, a decimal string or number (overrides the workflow's).
     #[schema(value_type = Option<String>)]
-    budget_usd: Option<Decimal>,
+    pub budget_usd: Option<Decimal>,
     /// The caller's own tag for the run.
-    correlation_id: Option<String>,
+    pub correlation_id: Option<String>,
 }
 
 /// A run accepted: it executes in the background.
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct StartResponse {
+#[derive(Debug, Serialize, ToSchema, Deserialize)]
+pub struct StartResponse {
     #[schema(value_type = String, format = Uuid)]
-    id: ExecutionId,
-    workflow: String,
+    pub id: ExecutionId,
+    pub workflow: String,
     /// `LOCAL` or `TEMPORAL`.
-    engine: String,
+    pub engine: String,
     /// Where to follow it.
-    links: Links,
+    pub links: Links,
 }
 
 /// Where to follow an execution.
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct Links {
-    execution: String,
-    events: String,
+#[derive(Debug, Serialize, ToSchema, Deserialize)]
+pub struct Links {
+    pub execution: String,
+    pub events: String,
 }
 
 /// Starts a run; it executes in the background (follow it through `links`).
@@ -546,11 +546,11 @@ pub(crate) struct ListQuery {
 }
 
 /// A page of executions.
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct ExecutionPage {
-    items: Vec<ExecutionView>,
+#[derive(Debug, Serialize, ToSchema, Deserialize)]
+pub struct ExecutionPage {
+    pub items: Vec<ExecutionView>,
     /// Pass as `cursor` for the next page (none: this was the last).
-    next_cursor: Option<String>,
+    pub next_cursor: Option<String>,
 }
 
 /// Executions, newest first.
@@ -631,10 +631,10 @@ pub(crate) async fn get_one(
 }
 
 /// Why an operation is done.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, ToSchema, Serialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct ReasonRequest {
-    reason: Option<String>,
+pub struct ReasonRequest {
+    pub reason: Option<String>,
 }
 
 /// Cancels an unfinished execution: its driver stops before its next step and its budget
@@ -677,22 +677,22 @@ pub(crate) async fn resume(
 }
 
 /// A rollback to ask for.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, ToSchema, Serialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct RollbackRequest {
+pub struct RollbackRequest {
     /// The snapshot version to restore.
-    snapshot_version: i32,
-    reason: String,
+    pub snapshot_version: i32,
+    pub reason: String,
 }
 
 /// What a rollback did.
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct RollbackDone {
-    rollback_id: uuid::Uuid,
-    snapshot_version: i32,
-    undone_steps: Vec<String>,
-    compensations: Vec<String>,
-    superseded_snapshots: u64,
+#[derive(Debug, Serialize, ToSchema, Deserialize)]
+pub struct RollbackDone {
+    pub rollback_id: uuid::Uuid,
+    pub snapshot_version: i32,
+    pub undone_steps: Vec<String>,
+    pub compensations: Vec<String>,
+    pub superseded_snapshots: u64,
 }
 
 /// Rolls a stopped execution back to a snapshot (compensations run, later snapshots
@@ -743,19 +743,19 @@ pub(crate) async fn approvals(
 }
 
 /// `approve` or `reject`.
-#[derive(Debug, Clone, Copy, Deserialize, ToSchema, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub(crate) enum Verdict {
+pub enum Verdict {
     Approve,
     Reject,
 }
 
 /// A decision on an approval request.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, ToSchema, Serialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct DecisionRequest {
-    decision: Verdict,
-    reason: Option<String>,
+pub struct DecisionRequest {
+    pub decision: Verdict,
+    pub reason: Option<String>,
 }
 
 /// Decides an approval request once: the first decision stands (409 for a second, or for a
@@ -799,7 +799,7 @@ pub(crate) async fn decide_as(
 /// How to group a cost report.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
-pub(crate) enum GroupBy {
+pub enum GroupBy {
     #[default]
     Model,
     Workflow,
@@ -819,20 +819,20 @@ pub(crate) struct CostQuery {
 }
 
 /// One group of a cost report.
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct CostRow {
+#[derive(Debug, Serialize, ToSchema, Deserialize)]
+pub struct CostRow {
     /// The model, workflow or day (YYYY-MM-DD).
-    key: String,
+    pub key: String,
     #[serde(flatten)]
-    totals: CostView,
+    pub totals: CostView,
 }
 
 /// A cost report.
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct CostReport {
-    by: GroupBy,
-    rows: Vec<CostRow>,
-    total: CostView,
+#[derive(Debug, Serialize, ToSchema, Deserialize)]
+pub struct CostReport {
+    pub by: GroupBy,
+    pub rows: Vec<CostRow>,
+    pub total: CostView,
 }
 
 /// LLM spend from the ledger, by model, workflow or day.
@@ -895,25 +895,25 @@ pub(crate) async fn cost_report(
 }
 
 /// A budget and how much of it is used.
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct BudgetView {
+#[derive(Debug, Serialize, ToSchema, Deserialize)]
+pub struct BudgetView {
     /// `execution:<id>`, `workflow:<name>`, `tenant:<name>`, …
-    scope: String,
+    pub scope: String,
     /// Empty for a budget that never resets, else `2026-11` or `2026-11-25`.
-    period: String,
+    pub period: String,
     #[schema(value_type = String)]
-    limit_usd: Decimal,
+    pub limit_usd: Decimal,
     #[schema(value_type = String)]
-    spent_usd: Decimal,
+    pub spent_usd: Decimal,
     /// Held by calls in flight.
     #[schema(value_type = String)]
-    reserved_usd: Decimal,
+    pub reserved_usd: Decimal,
     #[schema(value_type = String)]
-    available_usd: Decimal,
+    pub available_usd: Decimal,
     /// `(spent + reserved) / limit`, 0 to 1 (above 1 only if a provider charged more than
     /// reserved).
-    utilisation: f64,
-    updated_at: DateTime<Utc>,
+    pub utilisation: f64,
+    pub updated_at: DateTime<Utc>,
 }
 
 impl BudgetView {
@@ -973,14 +973,14 @@ pub(crate) async fn budgets(
 // ---- tokens --------------------------------------------------------------------------------
 
 /// An API token (never its secret).
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct TokenView {
-    name: String,
+#[derive(Debug, Serialize, ToSchema, Deserialize)]
+pub struct TokenView {
+    pub name: String,
     /// `VIEWER`, `APPROVER`, `OPERATOR` or `ADMIN`.
-    role: String,
-    created_at: DateTime<Utc>,
-    last_used_at: Option<DateTime<Utc>>,
-    revoked_at: Option<DateTime<Utc>>,
+    pub role: String,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
 }
 
 impl TokenView {
@@ -1009,22 +1009,22 @@ pub(crate) async fn tokens(
 }
 
 /// A token to create.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, ToSchema, Serialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct NewTokenRequest {
-    name: String,
+pub struct NewTokenRequest {
+    pub name: String,
     /// `viewer`, `approver`, `operator` or `admin`.
-    role: String,
+    pub role: String,
 }
 
 /// A new token: its secret is shown this once.
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct NewTokenResponse {
-    name: String,
-    role: String,
+#[derive(Debug, Serialize, ToSchema, Deserialize)]
+pub struct NewTokenResponse {
+    pub name: String,
+    pub role: String,
     /// The secret: send it as `Authorization: Bearer <token>`. It is not stored and cannot be
     /// shown again.
-    token: String,
+    pub token: String,
 }
 
 /// Creates an API token.

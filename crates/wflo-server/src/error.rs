@@ -26,6 +26,27 @@ pub enum Error {
     /// A Wflo operation failed.
     #[error(transparent)]
     Wflo(#[from] wflo_core::Error),
+    /// The server could not be reached ([`crate::Client`]).
+    #[error(
+        "cannot reach the wflo server at {url}: {reason}; check WFLO_SERVER_URL and that `wflo serve` runs there"
+    )]
+    Unreachable {
+        /// The server.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// The server refused or failed a request ([`crate::Client`]): its status, error kind and
+    /// message.
+    #[error("{message}")]
+    Api {
+        /// The HTTP status.
+        status: u16,
+        /// The error kind (`invalid_input`, `not_found`, `conflict`, `forbidden`, …).
+        kind: String,
+        /// What went wrong and what to do.
+        message: String,
+    },
 }
 
 /// `Result` with [`Error`].
@@ -41,13 +62,13 @@ pub(crate) struct ApiError {
     pub(crate) retry_after: Option<u64>,
 }
 
-#[derive(Serialize, utoipa::ToSchema)]
+#[derive(Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub(crate) struct ErrorBody {
     pub(crate) error: ErrorDetail,
 }
 
 /// An error: what kind, and what to do about it.
-#[derive(Serialize, utoipa::ToSchema)]
+#[derive(Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub(crate) struct ErrorDetail {
     /// `invalid_input`, `unauthenticated`, `forbidden`, `not_found`, `conflict`,
     /// `budget_exceeded`, `rejected`, `payload_too_large`, `unsupported_media_type`,

@@ -17,12 +17,20 @@
 
 mod api;
 mod auth;
+mod client;
 mod error;
 mod events;
 mod openapi;
 mod web;
 
+pub use api::{
+    ApprovalView, BudgetView, CostReport, CostRow, CostView, DecisionRequest, DriverView,
+    ExecutionDetail, ExecutionPage, ExecutionView, GroupBy, Links, NewTokenRequest,
+    NewTokenResponse, ReasonRequest, RollbackDone, RollbackRequest, RollbackView, SnapshotView,
+    StartRequest, StartResponse, StepView, TokenView, TokensView, Verdict,
+};
 pub use auth::{TOKEN_PREFIX, hash_token, new_token};
+pub use client::{Client, ListExecutions};
 pub use error::{Error, Result};
 
 use axum::Router;

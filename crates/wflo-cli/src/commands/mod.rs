@@ -6,6 +6,7 @@ pub(crate) mod doctor;
 pub(crate) mod executions;
 pub(crate) mod migrate;
 pub(crate) mod relay;
+pub(crate) mod remote;
 pub(crate) mod rollback;
 pub(crate) mod run;
 pub(crate) mod serve;

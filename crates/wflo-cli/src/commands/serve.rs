@@ -12,12 +12,19 @@ pub(crate) async fn serve(
     secure_cookies: bool,
 ) -> anyhow::Result<u8> {
     let config = super::config()?.with_driver_name(wflo_server::driver_name());
+    // Runs a dead instance abandoned are looked for twice per lease: taken over soon after
+    // their lease expires.
+    let lease = config
+        .lease_ttl()
+        .unwrap_or(std::time::Duration::from_secs(30));
+    let adopt_every = (lease / 2).max(std::time::Duration::from_secs(1));
     let wflo = super::connect(config).await?;
     use wflo_core::db::Executor as _;
     let tokens = wflo.db().api_tokens().list().await?;
     let server_config = ServerConfig::builder(bind)
         .cors_origins(cors)
         .secure_cookies(secure_cookies)
+        .adopt_every(Some(adopt_every))
         .build()
         .map_err(|e| coded(exit::USAGE, e.to_string()))?;
     let server = Server::new(wflo.clone(), server_config);
