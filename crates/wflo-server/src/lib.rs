@@ -3,8 +3,8 @@
 //! web page (runs, one run, the approvals inbox, costs, budgets), and access control by API
 //! tokens with roles.
 //!
-//! Inner crate of Wflo: its API may change in any release. Run it with `wflo serve`, or embed
-//! it through [`Server`].
+//! *Inner crate of Wflo: its API may change in any release. Use it through `wflo-core`, the one
+//! public, semver'd facade.* Run it with `wflo serve`, or embed it through [`Server`].
 //!
 //! Invariants:
 //! * Only this crate knows axum; handlers are thin wrappers over `wflo-core`.
