@@ -22,11 +22,16 @@ use wflo_core::types::Role;
 use wflo_core::{RunOptions, StartRun, WorkflowDef, WorkflowSource};
 
 fn row(figure: &str, ours: f64, baseline: f64, unit: &str, better: &str) {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/wflo-bench/rows.jsonl");
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/wflo-bench/rows.jsonl");
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     let line = json!({"figure": figure, "ours": ours, "baseline": baseline, "unit": unit, "better": better});
     use std::io::Write;
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .unwrap();
     writeln!(f, "{line}").unwrap();
     println!("{figure}: ours {ours:.3} {unit}, baseline {baseline:.3} {unit}");
 }
@@ -116,13 +121,32 @@ fn benches(c: &mut Criterion) {
         }
         (CLIENTS * PER_CLIENT) as f64 / started.elapsed().as_secs_f64()
     });
-    row("server start-run, 16 clients (runs/s)", http_rate, facade_rate, "req/s", "higher");
+    row(
+        "server start-run, 16 clients (runs/s)",
+        http_rate,
+        facade_rate,
+        "req/s",
+        "higher",
+    );
     // Let the started runs finish before measuring events.
     rt.block_on(async {
         let deadline = Instant::now() + Duration::from_secs(120);
         while Instant::now() < deadline {
-            let busy = h.wflo.db().executions().list_by_status(wflo_core::db::ExecutionStatus::Running).await.unwrap().len()
-                + h.wflo.db().executions().list_by_status(wflo_core::db::ExecutionStatus::Pending).await.unwrap().len();
+            let busy = h
+                .wflo
+                .db()
+                .executions()
+                .list_by_status(wflo_core::db::ExecutionStatus::Running)
+                .await
+                .unwrap()
+                .len()
+                + h.wflo
+                    .db()
+                    .executions()
+                    .list_by_status(wflo_core::db::ExecutionStatus::Pending)
+                    .await
+                    .unwrap()
+                    .len();
             if busy == 0 {
                 break;
             }
@@ -133,15 +157,30 @@ fn benches(c: &mut Criterion) {
     // 3. Events to 1,000 subscribers, beside 1.
     let (p50_many, p99_many) = rt.block_on(fan_out(&h, 1000, 30));
     let (p50_one, p99_one) = rt.block_on(fan_out(&h, 1, 30));
-    row("sse commit -> last of 1000 subscribers, p50 (ms)", p50_many, p50_one, "ms", "lower");
-    row("sse commit -> last of 1000 subscribers, p99 (ms)", p99_many, p99_one, "ms", "lower");
+    row(
+        "sse commit -> last of 1000 subscribers, p50 (ms)",
+        p50_many,
+        p50_one,
+        "ms",
+        "lower",
+    );
+    row(
+        "sse commit -> last of 1000 subscribers, p99 (ms)",
+        p99_many,
+        p99_one,
+        "ms",
+        "lower",
+    );
 }
 
 /// Commits `events` outbox events one by one and measures, for each, the time from its commit
 /// to the moment the last of `subscribers` SSE clients received it.
 async fn fan_out(h: &common::Harness, subscribers: usize, events: usize) -> (f64, f64) {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, Instant)>();
-    let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
     let ready = Arc::new(tokio::sync::Semaphore::new(0));
     let mut tasks = Vec::new();
     for _ in 0..subscribers {

@@ -260,7 +260,8 @@ fn approval_status_schema() -> utoipa::openapi::schema::Object {
 }
 
 impl ApprovalView {
-    pub(crate) fn of(a: &wflo_core::db::Approval) -> ApprovalView {
+    /// The view of an approval request row.
+    pub fn of(a: &wflo_core::db::Approval) -> ApprovalView {
         ApprovalView {
             id: a.id,
             execution_id: a.execution_id,

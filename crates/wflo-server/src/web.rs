@@ -431,6 +431,19 @@ pub(crate) async fn run(
     Ok(Html(page("Run", &caller, "runs", body).into_string()).into_response())
 }
 
+/// An operator's form on a run: its CSRF token checked, the role checked, the id read.
+fn operation(caller: &Caller, csrf: Option<&str>, id: &str) -> Result<ExecutionId, ApiError> {
+    caller.check_csrf(csrf)?;
+    caller.require(Role::Operator)?;
+    id.parse()
+        .map_err(|_| ApiError::not_found("no execution has this id"))
+}
+
+/// Back to the run's page, saying what happened.
+fn back_to_run(id: ExecutionId, msg: &str) -> Response {
+    Redirect::to(&format!("/ui/runs/{id}?msg={}", urlencode(msg))).into_response()
+}
+
 #[derive(Deserialize)]
 pub(crate) struct RollbackForm {
     csrf: Option<String>,
@@ -444,11 +457,7 @@ pub(crate) async fn rollback(
     Path(id): Path<String>,
     Form(form): Form<RollbackForm>,
 ) -> Result<Response, ApiError> {
-    caller.check_csrf(form.csrf.as_deref())?;
-    caller.require(Role::Operator)?;
-    let id: ExecutionId = id
-        .parse()
-        .map_err(|_| ApiError::not_found("no execution has this id"))?;
+    let id = operation(&caller, form.csrf.as_deref(), &id)?;
     let msg = match state
         .wflo
         .engine()
@@ -461,7 +470,7 @@ pub(crate) async fn rollback(
         ),
         Err(e) => ApiError::from(e).message,
     };
-    Ok(Redirect::to(&format!("/ui/runs/{id}?msg={}", urlencode(&msg))).into_response())
+    Ok(back_to_run(id, &msg))
 }
 
 pub(crate) async fn cancel(
@@ -470,17 +479,13 @@ pub(crate) async fn cancel(
     Path(id): Path<String>,
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, ApiError> {
-    caller.check_csrf(form.csrf.as_deref())?;
-    caller.require(Role::Operator)?;
-    let id: ExecutionId = id
-        .parse()
-        .map_err(|_| ApiError::not_found("no execution has this id"))?;
+    let id = operation(&caller, form.csrf.as_deref(), &id)?;
     let reason = format!("cancelled by {} from the web page", caller.name);
     let msg = match state.wflo.cancel(id, &caller.name, &reason).await {
         Ok(_) => "Cancelled.".to_string(),
         Err(e) => ApiError::from(e).message,
     };
-    Ok(Redirect::to(&format!("/ui/runs/{id}?msg={}", urlencode(&msg))).into_response())
+    Ok(back_to_run(id, &msg))
 }
 
 fn urlencode(s: &str) -> String {

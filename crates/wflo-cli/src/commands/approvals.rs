@@ -3,13 +3,20 @@
 use crate::format::{Table, maybe_time, short, time};
 use wflo_core::db::Executor;
 use wflo_core::types::ApprovalId;
+use wflo_server::ApprovalView;
 
 pub(crate) async fn list() -> anyhow::Result<u8> {
     let wflo = super::connect(super::config()?).await?;
     let pending = wflo.db().approvals().pending().await?;
+    print_pending(&pending.iter().map(ApprovalView::of).collect::<Vec<_>>());
+    Ok(0)
+}
+
+/// The pending approval requests as a table (read from the database or from a server).
+pub(crate) fn print_pending(pending: &[ApprovalView]) {
     if pending.is_empty() {
         println!("no pending approvals");
-        return Ok(0);
+        return;
     }
     let mut t = Table::new(&[
         "id",
@@ -21,21 +28,20 @@ pub(crate) async fn list() -> anyhow::Result<u8> {
         "created",
         "message",
     ]);
-    for a in &pending {
+    for a in pending {
         t.row(vec![
             a.id.to_string(),
             a.execution_id.to_string(),
-            a.step_key.clone().unwrap_or_else(|| "-".into()),
-            a.risk_level.to_string(),
+            a.step.clone().unwrap_or_else(|| "-".into()),
+            a.risk.clone(),
             a.approver_group.clone().unwrap_or_else(|| "-".into()),
-            maybe_time(a.timeout_at),
+            maybe_time(a.deadline),
             time(a.created_at),
             short(&a.message, 60),
         ]);
     }
     print!("{}", t.render());
     println!("decide with `wflo approvals approve ID` or `wflo approvals reject ID --reason ...`");
-    Ok(0)
 }
 
 pub(crate) async fn decide(

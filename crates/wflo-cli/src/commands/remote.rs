@@ -40,33 +40,7 @@ fn api(e: wflo_server::Error) -> anyhow::Error {
 }
 
 pub(crate) async fn approvals_list(c: &Client) -> anyhow::Result<u8> {
-    let pending = c.approvals().await.map_err(api)?;
-    if pending.is_empty() {
-        println!("no pending approvals");
-        return Ok(0);
-    }
-    let mut t = Table::new(&[
-        "id",
-        "execution",
-        "step",
-        "risk",
-        "times out",
-        "created",
-        "message",
-    ]);
-    for a in &pending {
-        t.row(vec![
-            a.id.to_string(),
-            a.execution_id.to_string(),
-            a.step.clone().unwrap_or_else(|| "-".into()),
-            a.risk.clone(),
-            maybe_time(a.deadline),
-            time(a.created_at),
-            short(&a.message, 60),
-        ]);
-    }
-    print!("{}", t.render());
-    println!("decide with `wflo approvals approve ID` or `wflo approvals reject ID --reason ...`");
+    super::approvals::print_pending(&c.approvals().await.map_err(api)?);
     Ok(0)
 }
 
