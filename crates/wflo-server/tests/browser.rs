@@ -22,8 +22,6 @@ fn var(name: &str) -> String {
 }
 
 async fn browser() -> Client {
-    // The WebDriver client's TLS stack needs a process-wide provider (the driver is plain HTTP).
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let mut caps = serde_json::Map::new();
     caps.insert(
         "goog:chromeOptions".into(),
@@ -33,8 +31,7 @@ async fn browser() -> Client {
             "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,900"],
         }),
     );
-    ClientBuilder::rustls()
-        .expect("a TLS setup")
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
         .capabilities(caps)
         .connect(&var("WFLO_TEST_WEBDRIVER_URL"))
         .await
