@@ -84,11 +84,65 @@ enum Command {
         /// Mark the session cookie Secure (when served behind TLS).
         #[arg(long)]
         secure_cookies: bool,
+        /// The address users reach the server at (https://wflo.example.com): webhook messages
+        /// link to its pages.
+        #[arg(long, value_name = "URL")]
+        public_url: Option<String>,
     },
     /// Create, list and revoke the API tokens of `wflo serve`.
     Tokens {
         #[command(subcommand)]
         action: TokensAction,
+    },
+    /// Notify other systems: `wflo serve` POSTs the chosen events (approval requests and
+    /// decisions, finished runs, budget alerts) to each webhook's URL, signed, retried until
+    /// delivered.
+    Webhooks {
+        #[command(subcommand)]
+        action: WebhooksAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum WebhooksAction {
+    /// Add a webhook; its signing secret is printed this once (unless you give one).
+    Add {
+        /// A unique name (letters, digits, `-`, `_`, `.`).
+        #[arg(long)]
+        name: String,
+        /// Where to POST: an http or https URL (a Slack incoming webhook with --format slack).
+        #[arg(long)]
+        url: String,
+        /// An event to send (repeatable): approval.requested, approval.decided,
+        /// execution.finished (a run completed, failed or was cancelled), cost.budget_alert.
+        #[arg(long = "event", value_name = "EVENT", required = true, value_parser = commands::webhooks::parse_event)]
+        events: Vec<wflo_core::db::WebhookEvent>,
+        /// json (the event with a summary) or slack (`{"text": "..."}`).
+        #[arg(long, default_value = "json", value_parser = commands::webhooks::parse_format)]
+        format: wflo_core::db::WebhookFormat,
+        /// The signing secret the receiver already has (16 to 200 characters); default: a
+        /// new random one, printed once.
+        #[arg(long)]
+        secret: Option<String>,
+    },
+    /// Every webhook (never its secret).
+    List,
+    /// Remove a webhook with its deliveries (pending ones are not sent).
+    Remove {
+        /// The webhook's name.
+        name: String,
+    },
+    /// A webhook's deliveries, newest event first: status, attempts, the receiver's last
+    /// answer.
+    Deliveries {
+        /// The webhook's name.
+        name: String,
+        /// Only pending, delivered or failed ones.
+        #[arg(long, value_parser = commands::webhooks::parse_status)]
+        status: Option<wflo_core::db::DeliveryStatus>,
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: u64,
     },
 }
 
@@ -327,11 +381,28 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             bind,
             cors,
             secure_cookies,
-        } => commands::serve::serve(bind, cors, secure_cookies).await,
+            public_url,
+        } => commands::serve::serve(bind, cors, secure_cookies, public_url).await,
         Command::Tokens { action } => match action {
             TokensAction::Create { name, role } => commands::tokens::create(name, role).await,
             TokensAction::List => commands::tokens::list().await,
             TokensAction::Revoke { name } => commands::tokens::revoke(name).await,
+        },
+        Command::Webhooks { action } => match action {
+            WebhooksAction::Add {
+                name,
+                url,
+                events,
+                format,
+                secret,
+            } => commands::webhooks::add(name, url, events, format, secret).await,
+            WebhooksAction::List => commands::webhooks::list().await,
+            WebhooksAction::Remove { name } => commands::webhooks::remove(name).await,
+            WebhooksAction::Deliveries {
+                name,
+                status,
+                limit,
+            } => commands::webhooks::deliveries(name, status, limit).await,
         },
     }
 }
@@ -364,6 +435,51 @@ mod tests {
         assert!(Cli::try_parse_from(["wflo", "run", "--resume", &id]).is_ok());
         assert!(Cli::try_parse_from(["wflo", "run", "--resume", &id, "--budget", "1"]).is_err());
         assert!(Cli::try_parse_from(["wflo", "run"]).is_err());
+    }
+
+    #[test]
+    fn a_webhook_needs_an_event_it_can_send() {
+        let add = |extra: &[&str]| {
+            let mut args = vec![
+                "wflo",
+                "webhooks",
+                "add",
+                "--name",
+                "n",
+                "--url",
+                "https://e.com",
+            ];
+            args.extend_from_slice(extra);
+            Cli::try_parse_from(args)
+        };
+        assert!(add(&[]).is_err(), "at least one --event");
+        assert!(add(&["--event", "workflow.status"]).is_err());
+        assert!(add(&["--event", "approval.requested", "--format", "xml"]).is_err());
+        match add(&[
+            "--event",
+            "approval.requested",
+            "--event",
+            "cost.budget_alert",
+            "--format",
+            "slack",
+        ])
+        .unwrap()
+        .command
+        {
+            Command::Webhooks {
+                action: WebhooksAction::Add { events, format, .. },
+            } => {
+                assert_eq!(
+                    events,
+                    [
+                        wflo_core::db::WebhookEvent::ApprovalRequested,
+                        wflo_core::db::WebhookEvent::BudgetAlert
+                    ]
+                );
+                assert_eq!(format, wflo_core::db::WebhookFormat::Slack);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
     }
 
     #[test]

@@ -489,6 +489,114 @@ fn an_empty_ledger_reports_no_costs() {
 }
 
 #[test]
+fn webhooks_are_added_with_a_secret_shown_once_listed_and_removed() {
+    let world = World::new();
+    let add = world.run(&[
+        "webhooks",
+        "add",
+        "--name",
+        "ops",
+        "--url",
+        "https://hooks.example.com/services/x",
+        "--event",
+        "approval.requested",
+        "--event",
+        "execution.finished",
+        "--format",
+        "slack",
+    ]);
+    add.expect_code(0);
+    let secret = add.stdout.trim();
+    assert!(
+        secret.starts_with("whsec_") && secret.len() == 70,
+        "the secret alone on stdout: {}",
+        add.stdout
+    );
+    assert!(add.stderr.contains("Wflo-Signature"), "{}", add.stderr);
+
+    let list = world.run(&["webhooks", "list"]);
+    list.expect_code(0);
+    for want in [
+        "ops",
+        "hooks.example.com",
+        "approval.requested, execution.finished",
+        "slack",
+        "enabled",
+    ] {
+        assert!(list.stdout.contains(want), "{want} in {}", list.stdout);
+    }
+    assert!(
+        !list.stdout.contains(secret),
+        "never the secret: {}",
+        list.stdout
+    );
+
+    let again = world.run(&[
+        "webhooks",
+        "add",
+        "--name",
+        "ops",
+        "--url",
+        "https://e.com",
+        "--event",
+        "cost.budget_alert",
+    ]);
+    again.expect_code(1);
+    assert!(again.stderr.contains("remove it first"), "{}", again.stderr);
+    let bad_url = world.run(&[
+        "webhooks",
+        "add",
+        "--name",
+        "b",
+        "--url",
+        "ftp://e.com",
+        "--event",
+        "cost.budget_alert",
+    ]);
+    bad_url.expect_code(2);
+    assert!(bad_url.stderr.contains("http"), "{}", bad_url.stderr);
+    let bad_event = world.run(&[
+        "webhooks",
+        "add",
+        "--name",
+        "b",
+        "--url",
+        "https://e.com",
+        "--event",
+        "workflow.status",
+    ]);
+    bad_event.expect_code(2);
+    assert!(
+        bad_event.stderr.contains("execution.finished"),
+        "{}",
+        bad_event.stderr
+    );
+    let given = world.run(&[
+        "webhooks",
+        "add",
+        "--name",
+        "mine",
+        "--url",
+        "http://127.0.0.1:9/in",
+        "--event",
+        "approval.decided",
+        "--secret",
+        "the-receivers-own-secret",
+    ]);
+    given.expect_code(0);
+    assert_eq!(given.stdout, "", "a given secret is not printed");
+
+    let none = world.run(&["webhooks", "deliveries", "ops"]);
+    none.expect_code(0);
+    assert!(none.stdout.contains("no deliveries"), "{}", none.stdout);
+    world.run(&["webhooks", "remove", "ops"]).expect_code(0);
+    world.run(&["webhooks", "remove", "ops"]).expect_code(2);
+    world.run(&["webhooks", "remove", "mine"]).expect_code(0);
+    let empty = world.run(&["webhooks", "list"]);
+    assert!(empty.stdout.contains("no webhooks"), "{}", empty.stdout);
+}
+
+#[test]
 fn help_documents_the_exit_codes() {
     let run = World::new().run(&["--help"]);
     run.expect_code(0);

@@ -76,7 +76,7 @@ pub mod types {
 }
 
 /// Persistence: executions, steps, snapshots, approvals, rollbacks, budgets, the cost ledger,
-/// the outbox — the repositories and the rows they take and return.
+/// the outbox, webhooks — the repositories and the rows they take and return.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), wflo_core::Error> {
@@ -100,14 +100,15 @@ pub mod db {
     pub use wflo_db::{
         AlertEventFn, ApiToken, ApiTokens, Approval, ApprovalDecision, ApprovalStatus, Approvals,
         Backend, Budget, BudgetAlert, BudgetKey, BudgetOp, BudgetOpOutcome, Budgets,
-        ChargeRecorded, ConsumerOffsets, CostEntry, CostEventFn, CostFilter, CostTotals, Costs, Db,
-        DbConfig, DbConfigBuilder, Definition, Definitions, Driver, Execution, ExecutionEngine,
-        ExecutionFilter, ExecutionStatus, Executions, Executor, Lease, LedgerTokens, NewApproval,
-        NewBudget, NewCostEntry, NewDefinition, NewExecution, NewOutboxEvent, NewReservation,
-        NewRollback, NewStep, Outbox, OutboxEvent, Outcome, Reservation, ReservationStatus,
-        ReserveOutcome, RiskLevel, Rollback, RollbackStatus, Rollbacks, SchemaStatus, Settle,
-        Settlement, Snapshot, Snapshots, Step, StepStatus, Steps, ThresholdCrossed, TimeoutPolicy,
-        Tokens, Tx, money, redact,
+        ChargeRecorded, ClaimedDelivery, ConsumerOffsets, CostEntry, CostEventFn, CostFilter,
+        CostTotals, Costs, Db, DbConfig, DbConfigBuilder, Definition, Definitions, DeliveryOutcome,
+        DeliveryStatus, Driver, Execution, ExecutionEngine, ExecutionFilter, ExecutionStatus,
+        Executions, Executor, Lease, LedgerTokens, NewApproval, NewBudget, NewCostEntry,
+        NewDefinition, NewExecution, NewOutboxEvent, NewReservation, NewRollback, NewStep,
+        NewWebhook, Outbox, OutboxEvent, Outcome, Reservation, ReservationStatus, ReserveOutcome,
+        RiskLevel, Rollback, RollbackStatus, Rollbacks, SchemaStatus, Settle, Settlement, Snapshot,
+        Snapshots, Step, StepStatus, Steps, ThresholdCrossed, TimeoutPolicy, Tokens, Tx, Webhook,
+        WebhookDelivery, WebhookEvent, WebhookFormat, Webhooks, money, redact,
     };
 }
 

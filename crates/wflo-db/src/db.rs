@@ -4,7 +4,7 @@
 use crate::migration::{self, Migrator};
 use crate::repo::{
     ApiTokens, Approvals, Budgets, ConsumerOffsets, Costs, Definitions, Executions, Outbox,
-    Rollbacks, Snapshots, Steps,
+    Rollbacks, Snapshots, Steps, Webhooks,
 };
 use crate::{Error, Result};
 use sea_orm::sqlx::sqlite::SqliteSynchronous;
@@ -487,6 +487,10 @@ pub trait Executor: sealed::Sealed + Send + Sync + Sized {
     /// API tokens of the HTTP server.
     fn api_tokens(&self) -> ApiTokens<'_, Self> {
         ApiTokens::new(self)
+    }
+    /// Webhooks and their deliveries.
+    fn webhooks(&self) -> Webhooks<'_, Self> {
+        Webhooks::new(self)
     }
     /// The transactional outbox.
     fn outbox(&self) -> Outbox<'_, Self> {

@@ -4,8 +4,9 @@
 //! public, semver'd facade.*
 //!
 //! Everything Wflo remembers — workflow definitions, executions, steps, snapshots, approvals,
-//! rollbacks, the transactional outbox and consumer offsets — lives here, on PostgreSQL
-//! (production) or SQLite (the embedded default). Both pass one conformance suite.
+//! rollbacks, the transactional outbox and consumer offsets, API tokens, webhooks and their
+//! deliveries — lives here, on PostgreSQL (production) or SQLite (the embedded default). Both
+//! pass one conformance suite.
 //!
 //! * The schema is made only by the migrations in this crate; [`Db::connect`] refuses a
 //!   database whose schema is newer than the build ([`Error::SchemaTooNew`]).

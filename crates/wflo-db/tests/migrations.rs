@@ -11,6 +11,20 @@ use uuid::Uuid;
 use wflo_db::testing::TestDb;
 use wflo_db::{Backend, Error, Executor, NewDefinition, NewExecution};
 
+/// The migration these cases are about.
+const CONTRACT: &str = "m20261201_000006_execution_contract";
+
+/// How many migrations to undo to get back to the schema before `name` (it and every later
+/// one), so the cases hold however many migrations come after it.
+async fn steps_back_before(t: &TestDb, name: &str) -> u32 {
+    let applied = t.schema_status().await.unwrap().applied;
+    let at = applied
+        .iter()
+        .position(|m| m == name)
+        .unwrap_or_else(|| panic!("{name} is applied: {applied:?}"));
+    (applied.len() - at) as u32
+}
+
 /// Overwrites one execution's `inputs` with `doc` as an earlier version would have stored it.
 async fn store_old_inputs(t: &TestDb, id: Uuid, doc: &Value) {
     let text = doc.to_string();
@@ -65,7 +79,8 @@ async fn rows_of_the_previous_format_are_moved_into_columns(#[case] backend: Bac
         ids.push(e.id);
     }
     // Back to the schema before the migration, then rows exactly as that version wrote them.
-    t.migrate_down(Some(1)).await.unwrap();
+    let back = steps_back_before(&t, CONTRACT).await;
+    t.migrate_down(Some(back)).await.unwrap();
     let old = [
         json!({"inputs": {"ticket": 42, "tag": "a"}, "budget_usd": "0.50"}),
         json!({"inputs": {"tag": "b"}, "budget_usd": null}),
@@ -94,7 +109,7 @@ async fn rows_of_the_previous_format_are_moved_into_columns(#[case] backend: Bac
     assert_eq!(d.budget_usd, None);
 
     // Down and up again keeps what the columns hold.
-    t.migrate_down(Some(1)).await.unwrap();
+    t.migrate_down(Some(back)).await.unwrap();
     t.migrate_up().await.unwrap();
     let a = t.executions().get(ids[0]).await.unwrap();
     assert_eq!(a.inputs, json!({"ticket": 42, "tag": "a"}));

@@ -46,6 +46,9 @@ async fn all_tables_exist(#[case] backend: Backend) {
         "rollback_actions",
         "outbox_events",
         "consumer_offsets",
+        "api_tokens",
+        "webhooks",
+        "webhook_deliveries",
     ] {
         assert!(
             tables.iter().any(|t| t == table),

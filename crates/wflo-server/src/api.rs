@@ -1074,3 +1074,221 @@ pub(crate) async fn revoke_token(
     tracing::info!(actor = %caller.name, token = %t.name, "api token revoked");
     Ok(Json(TokenView::of(&t)))
 }
+
+// ---- webhooks ------------------------------------------------------------------------------
+
+/// A webhook (never its secret).
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct WebhookView {
+    name: String,
+    url: String,
+    /// `approval.requested`, `approval.decided`, `execution.finished`, `cost.budget_alert`.
+    #[schema(value_type = Vec<String>)]
+    events: Vec<String>,
+    /// `JSON` or `SLACK`.
+    #[schema(schema_with = webhook_format_schema)]
+    format: String,
+    enabled: bool,
+    created_at: DateTime<Utc>,
+}
+
+fn webhook_format_schema() -> utoipa::openapi::schema::Object {
+    vocab_schema(wflo_core::db::WebhookFormat::ALL.iter().map(|f| f.as_str()))
+}
+
+impl WebhookView {
+    fn of(w: &wflo_core::db::Webhook) -> WebhookView {
+        WebhookView {
+            name: w.name.clone(),
+            url: w.url.clone(),
+            events: w.events.iter().map(|e| e.as_str().to_string()).collect(),
+            format: w.format.as_str().to_string(),
+            enabled: w.enabled,
+            created_at: w.created_at,
+        }
+    }
+}
+
+/// Every webhook.
+#[utoipa::path(get, path = "/api/v1/webhooks", tag = "webhooks",
+    responses((status = 200, body = Vec<WebhookView>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn webhooks(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<WebhookView>>, ApiError> {
+    caller.require(Role::Admin)?;
+    let all = state.wflo.db().webhooks().list().await?;
+    Ok(Json(all.iter().map(WebhookView::of).collect()))
+}
+
+/// A webhook to create.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NewWebhookRequest {
+    /// A unique name: letters, digits, `-`, `_` or `.`.
+    name: String,
+    /// Where to POST: an http or https url.
+    url: String,
+    /// What to send: `approval.requested`, `approval.decided`, `execution.finished` (a run
+    /// completed, failed or was cancelled) and `cost.budget_alert` (a budget threshold).
+    events: Vec<String>,
+    /// `json` (default) or `slack` (`{"text": "..."}`, for a Slack incoming webhook).
+    format: Option<String>,
+    /// The signing secret (16 to 200 printable characters); one is generated when none is
+    /// given.
+    #[schema(value_type = Option<String>)]
+    secret: Option<String>,
+    /// Whether to send events to it (default true).
+    enabled: Option<bool>,
+}
+
+/// A new webhook with its signing secret, shown this once.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct NewWebhookResponse {
+    #[serde(flatten)]
+    webhook: WebhookView,
+    /// Bodies are signed with it: the `Wflo-Signature` header is `t=<unix time>,v1=<hex
+    /// HMAC-SHA256 of "<t>.<body>">`. It is not shown again.
+    secret: String,
+}
+
+/// Creates a webhook: events of the chosen kinds written from now on are POSTed to its url,
+/// signed, at least once.
+#[utoipa::path(post, path = "/api/v1/webhooks", tag = "webhooks", request_body = NewWebhookRequest,
+    responses((status = 201, body = NewWebhookResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 409, description = "a webhook has that name", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn create_webhook(
+    State(state): State<AppState>,
+    caller: Caller,
+    Body(req): Body<NewWebhookRequest>,
+) -> Result<Response, ApiError> {
+    caller.require(Role::Admin)?;
+    let events = req
+        .events
+        .iter()
+        .map(|e| e.parse::<wflo_core::db::WebhookEvent>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ApiError::invalid(e.to_string()))?;
+    let format = match req.format.as_deref() {
+        None => wflo_core::db::WebhookFormat::Json,
+        Some(f) => f
+            .parse()
+            .map_err(|_| ApiError::invalid(format!("format `{f}` is not json or slack")))?,
+    };
+    let secret = req.secret.unwrap_or_else(crate::new_webhook_secret);
+    let mut new = wflo_core::db::NewWebhook::new(req.name, req.url, events, secret).format(format);
+    new.enabled = req.enabled.unwrap_or(true);
+    let w = state.wflo.db().webhooks().create(new).await?;
+    tracing::info!(actor = %caller.name, webhook = %w.name, "webhook created");
+    let body = NewWebhookResponse {
+        webhook: WebhookView::of(&w),
+        secret: w.secret.clone(),
+    };
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// Removes a webhook with its deliveries (pending ones are not sent).
+#[utoipa::path(delete, path = "/api/v1/webhooks/{name}", tag = "webhooks",
+    params(("name" = String, Path)),
+    responses((status = 200, body = WebhookView), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn remove_webhook(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<WebhookView>, ApiError> {
+    caller.require(Role::Admin)?;
+    let w = state.wflo.db().webhooks().remove(&name).await?;
+    tracing::info!(actor = %caller.name, webhook = %w.name, "webhook removed");
+    Ok(Json(WebhookView::of(&w)))
+}
+
+/// One event sent (or being sent) to a webhook.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct DeliveryView {
+    id: uuid::Uuid,
+    /// The event's id: the `Idempotency-Key` header of every attempt.
+    event_id: uuid::Uuid,
+    event_type: String,
+    /// The event's position in the outbox.
+    position: i64,
+    /// `PENDING`, `DELIVERED` or `FAILED` (given up).
+    #[schema(schema_with = delivery_status_schema)]
+    status: String,
+    attempts: u32,
+    /// When it is next tried (pending deliveries).
+    next_attempt_at: Option<DateTime<Utc>>,
+    /// The receiver's HTTP status at the last attempt (none: no answer).
+    last_status: Option<u16>,
+    last_error: Option<String>,
+    created_at: DateTime<Utc>,
+    delivered_at: Option<DateTime<Utc>>,
+}
+
+fn delivery_status_schema() -> utoipa::openapi::schema::Object {
+    vocab_schema(
+        wflo_core::db::DeliveryStatus::ALL
+            .iter()
+            .map(|s| s.as_str()),
+    )
+}
+
+/// Which deliveries to list.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct DeliveryQuery {
+    /// Only this status (`pending`, `delivered` or `failed`).
+    status: Option<String>,
+    /// At most this many (1 to 1000, default 100).
+    limit: Option<u64>,
+}
+
+/// A webhook's deliveries, newest event first.
+#[utoipa::path(get, path = "/api/v1/webhooks/{name}/deliveries", tag = "webhooks",
+    params(("name" = String, Path), DeliveryQuery),
+    responses((status = 200, body = Vec<DeliveryView>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub(crate) async fn webhook_deliveries(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    query: Result<Query<DeliveryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<DeliveryView>>, ApiError> {
+    caller.require(Role::Admin)?;
+    let Query(q) = query.map_err(|e| ApiError::invalid(e.body_text()))?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid("limit must be between 1 and 1000"));
+    }
+    let status = q
+        .status
+        .as_deref()
+        .map(str::parse::<wflo_core::db::DeliveryStatus>)
+        .transpose()
+        .map_err(|e| ApiError::invalid(e.to_string()))?;
+    let hooks = state.wflo.db().webhooks();
+    let w = hooks.get(&name).await?;
+    let rows = hooks.deliveries(w.id, status, limit).await?;
+    Ok(Json(
+        rows.iter()
+            .map(|d| DeliveryView {
+                id: d.id,
+                event_id: d.event_id,
+                event_type: d.event_type.as_str().to_string(),
+                position: d.outbox_id,
+                status: d.status.as_str().to_string(),
+                attempts: d.attempts,
+                next_attempt_at: (d.status == wflo_core::db::DeliveryStatus::Pending)
+                    .then_some(d.next_attempt_at),
+                last_status: d.last_status,
+                last_error: d.last_error.clone(),
+                created_at: d.created_at,
+                delivered_at: d.delivered_at,
+            })
+            .collect(),
+    ))
+}

@@ -14,6 +14,49 @@
 //!   the runs whose lease expired while held by a `serve@` driver.
 //! * Every endpoint but `/healthz` needs a token whose role allows it; tokens are stored only
 //!   as hashes; every decision and operation records the token's name as its actor.
+//!
+//! # Webhooks
+//!
+//! Admins configure webhooks (`POST /api/v1/webhooks` or `wflo webhooks add`) for the events
+//! someone should hear about: `approval.requested` (a run waits for a decision),
+//! `approval.decided`, `execution.finished` (a run completed, failed or was cancelled) and
+//! `cost.budget_alert` (a budget crossed a threshold). Every server instance runs a dispatcher
+//! that reads the outbox, so every such event committed with its state change is sent, at
+//! least once, with retries (1 s doubling up to an hour between attempts, 15 attempts, all
+//! configurable in [`ServerConfig`]) until the receiver answers 2xx; several instances share the
+//! work without sending one delivery twice at once. `GET /api/v1/webhooks/{name}/deliveries`
+//! shows each delivery's status, attempts and the receiver's last answer.
+//!
+//! Each POST carries:
+//! * `Idempotency-Key`: the event's id, the same on every attempt — dedupe on it;
+//! * `Wflo-Event`: the kind of event; `Wflo-Delivery`: the delivery's id;
+//! * `Wflo-Signature: t=<unix seconds>,v1=<hex>`: the HMAC-SHA256 of `<t>.<body>` keyed with
+//!   the webhook's secret. Receivers recompute it over the raw body, compare in constant time,
+//!   and refuse a `t` more than a few minutes from their clock (a replay).
+//!
+//! The body is JSON: `type`, `event_id`, `occurred_at`, `workflow`, `execution_id`, a one-line
+//! `summary`, a `link` to the page (with [`ServerConfigBuilder::public_url`]), the `approval`
+//! it is about (message, risk, context) and the `event` envelope itself. With the `slack`
+//! format it is a Slack-compatible message instead: `{"text": "approval requested for release:
+//! Ship to production? (risk HIGH) <https://wflo.example.com/ui/approvals>"}`.
+//!
+//! The secret is stored in the database as it is (signing needs it; only a hash would not do),
+//! so the database is as sensitive as the secrets. A receiver written in Rust can check a body
+//! with [`verify_webhook_signature`]:
+//!
+//! ```
+//! use std::time::Duration;
+//! use wflo_server::{sign_webhook, verify_webhook_signature};
+//!
+//! let secret = "whsec_the_webhooks_secret";
+//! let body = br#"{"type":"approval.requested"}"#;
+//! let now = 1_800_000_000;
+//! let header = sign_webhook(secret, now, body); // what the server sends
+//! let tolerance = Duration::from_secs(300);
+//! assert!(verify_webhook_signature(secret, &header, body, now + 5, tolerance));
+//! assert!(!verify_webhook_signature(secret, &header, b"{}", now + 5, tolerance));
+//! assert!(!verify_webhook_signature(secret, &header, body, now + 600, tolerance));
+//! ```
 
 mod api;
 mod auth;
@@ -22,6 +65,7 @@ mod error;
 mod events;
 mod openapi;
 mod web;
+mod webhooks;
 
 pub use api::{
     ApprovalView, BudgetView, CostReport, CostRow, CostView, DecisionRequest, DriverView,
@@ -32,6 +76,10 @@ pub use api::{
 pub use auth::{TOKEN_PREFIX, hash_token, new_token};
 pub use client::{Client, ListExecutions};
 pub use error::{Error, Result};
+pub use webhooks::{
+    EVENT_HEADER, IDEMPOTENCY_HEADER, SIGNATURE_HEADER, WEBHOOK_SECRET_PREFIX, new_webhook_secret,
+    sign_webhook, verify_webhook_signature,
+};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -73,12 +121,20 @@ pub struct ServerConfig {
     session_ttl: Duration,
     event_poll: Duration,
     adopt_every: Option<Duration>,
+    public_url: Option<String>,
+    webhook_poll: Option<Duration>,
+    webhook_timeout: Duration,
+    webhook_first_retry: Duration,
+    webhook_max_retry: Duration,
+    webhook_max_attempts: u32,
 }
 
 impl ServerConfig {
     /// A server on `bind`, with: bodies up to 1 MiB, no CORS, sessions of 12 hours, cookies
     /// without `Secure` (set it behind TLS), events polled every 100 ms, abandoned runs looked
-    /// for every 10 s.
+    /// for every 10 s, no public URL (messages carry no links), and webhooks looked for every
+    /// second, each POST given 10 s, retried after 1 s, 2 s, 4 s, ... up to an hour between
+    /// attempts, and given up after 15 attempts (about three hours).
     pub fn builder(bind: SocketAddr) -> ServerConfigBuilder {
         ServerConfigBuilder(ServerConfig {
             bind,
@@ -88,6 +144,12 @@ impl ServerConfig {
             session_ttl: Duration::from_secs(12 * 3600),
             event_poll: Duration::from_millis(100),
             adopt_every: Some(Duration::from_secs(10)),
+            public_url: None,
+            webhook_poll: Some(Duration::from_secs(1)),
+            webhook_timeout: Duration::from_secs(10),
+            webhook_first_retry: Duration::from_secs(1),
+            webhook_max_retry: Duration::from_secs(3600),
+            webhook_max_attempts: 15,
         })
     }
 
@@ -132,6 +194,35 @@ impl ServerConfigBuilder {
         self.0.adopt_every = every;
         self
     }
+    /// The address users reach this server at (`https://wflo.example.com`): webhook messages
+    /// link to its pages.
+    pub fn public_url(mut self, url: impl Into<String>) -> Self {
+        self.0.public_url = Some(url.into().trim().trim_end_matches('/').to_string());
+        self
+    }
+    /// How often the webhook dispatcher looks for new events and due deliveries (none: this
+    /// instance sends no webhooks; another one may).
+    pub fn webhook_poll(mut self, every: Option<Duration>) -> Self {
+        self.0.webhook_poll = every;
+        self
+    }
+    /// How long a receiver has to answer a webhook POST.
+    pub fn webhook_timeout(mut self, timeout: Duration) -> Self {
+        self.0.webhook_timeout = timeout;
+        self
+    }
+    /// The delay before a failed webhook delivery's second attempt, doubling with each failure
+    /// up to `max` between attempts.
+    pub fn webhook_backoff(mut self, first: Duration, max: Duration) -> Self {
+        self.0.webhook_first_retry = first;
+        self.0.webhook_max_retry = max;
+        self
+    }
+    /// How many attempts a webhook delivery gets before it is marked failed.
+    pub fn webhook_max_attempts(mut self, attempts: u32) -> Self {
+        self.0.webhook_max_attempts = attempts;
+        self
+    }
     /// Validates.
     pub fn build(self) -> Result<ServerConfig> {
         let c = &self.0;
@@ -148,6 +239,44 @@ impl ServerConfigBuilder {
         if c.event_poll < Duration::from_millis(10) || c.event_poll > Duration::from_secs(10) {
             return Err(Error::Config(
                 "the event poll interval must be 10 ms to 10 s".into(),
+            ));
+        }
+        if let Some(u) = &c.public_url {
+            let ok = reqwest::Url::parse(u).is_ok_and(|p| {
+                matches!(p.scheme(), "http" | "https")
+                    && p.host_str().is_some_and(|h| !h.is_empty())
+            });
+            if !ok {
+                return Err(Error::Config(format!(
+                    "the public url `{u}` is not an http or https url; write it as https://host[:port][/path]"
+                )));
+            }
+        }
+        if c.webhook_poll
+            .is_some_and(|p| p < Duration::from_millis(10) || p > Duration::from_secs(60))
+        {
+            return Err(Error::Config(
+                "the webhook poll interval must be 10 ms to 60 s".into(),
+            ));
+        }
+        if c.webhook_timeout < Duration::from_millis(100)
+            || c.webhook_timeout > Duration::from_secs(120)
+        {
+            return Err(Error::Config(
+                "the webhook timeout must be 100 ms to 120 s".into(),
+            ));
+        }
+        if c.webhook_first_retry < Duration::from_millis(10)
+            || c.webhook_max_retry < c.webhook_first_retry
+            || c.webhook_max_retry > Duration::from_secs(24 * 3600)
+        {
+            return Err(Error::Config(
+                "the webhook backoff must start at 10 ms or more and its maximum be at least its start and at most a day".into(),
+            ));
+        }
+        if !(1..=100).contains(&c.webhook_max_attempts) {
+            return Err(Error::Config(
+                "a webhook delivery must get 1 to 100 attempts".into(),
             ));
         }
         for o in &c.cors_origins {
@@ -223,6 +352,9 @@ impl Server {
             .route("/budgets", get(api::budgets))
             .route("/tokens", get(api::tokens).post(api::create_token))
             .route("/tokens/{name}", delete(api::revoke_token))
+            .route("/webhooks", get(api::webhooks).post(api::create_webhook))
+            .route("/webhooks/{name}", delete(api::remove_webhook))
+            .route("/webhooks/{name}/deliveries", get(api::webhook_deliveries))
             .route("/events", get(events::stream))
             .route("/openapi.json", get(openapi_doc))
             .fallback(api_not_found);
@@ -290,7 +422,8 @@ impl Server {
         self.serve_on(listener, shutdown).await
     }
 
-    /// [`Server::serve`] on a listener already bound (port 0 in tests).
+    /// [`Server::serve`] on a listener already bound (port 0 in tests). Also sends webhooks
+    /// (unless [`ServerConfigBuilder::webhook_poll`] is none).
     pub async fn serve_on(
         self,
         listener: tokio::net::TcpListener,
@@ -319,6 +452,7 @@ impl Server {
                 }
             })
         });
+        let dispatcher = webhooks::start(&self.state.wflo, &self.state.config);
         tracing::info!(%addr, "serving");
         let app = self
             .router()
@@ -329,6 +463,9 @@ impl Server {
             .map_err(|source| Error::Listen { addr, source });
         if let Some(a) = adopter {
             a.abort();
+        }
+        if let Some(d) = dispatcher {
+            d.abort();
         }
         result
     }
@@ -347,4 +484,35 @@ use axum::response::IntoResponse;
 
 async fn api_not_found() -> error::ApiError {
     error::ApiError::not_found("no such endpoint; see /api/v1/openapi.json")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn builder() -> ServerConfigBuilder {
+        ServerConfig::builder("127.0.0.1:0".parse().unwrap())
+    }
+
+    #[test]
+    fn webhook_settings_are_validated() {
+        let ms = Duration::from_millis;
+        assert!(builder().build().is_ok(), "the defaults");
+        let c = builder()
+            .public_url("https://wflo.example.com/")
+            .webhook_poll(None)
+            .build()
+            .unwrap();
+        assert_eq!(c.public_url.as_deref(), Some("https://wflo.example.com"));
+        assert!(webhooks::Settings::of(&c).is_none(), "no dispatcher");
+        let refused = |b: ServerConfigBuilder| b.build().unwrap_err().to_string();
+        assert!(refused(builder().public_url("wflo.example.com")).contains("public url"));
+        assert!(refused(builder().public_url("ftp://wflo.example.com")).contains("public url"));
+        assert!(refused(builder().webhook_poll(Some(ms(1)))).contains("poll"));
+        assert!(refused(builder().webhook_timeout(ms(10))).contains("timeout"));
+        assert!(refused(builder().webhook_backoff(ms(500), ms(100))).contains("backoff"));
+        assert!(refused(builder().webhook_backoff(ms(1), ms(100))).contains("backoff"));
+        assert!(refused(builder().webhook_max_attempts(0)).contains("attempts"));
+        assert!(refused(builder().webhook_max_attempts(101)).contains("attempts"));
+    }
 }

@@ -19,6 +19,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
         api::approvals, api::decide,
         api::costs, api::budgets,
         api::tokens, api::create_token, api::revoke_token,
+        api::webhooks, api::create_webhook, api::remove_webhook, api::webhook_deliveries,
         events::stream,
     ),
     components(schemas(error::ErrorBody, error::ErrorDetail)),
@@ -29,6 +30,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
         (name = "costs", description = "the ledger and budgets"),
         (name = "events", description = "live events (Server-Sent Events)"),
         (name = "tokens", description = "API tokens (admin)"),
+        (name = "webhooks", description = "events POSTed to other systems, signed (admin)"),
         (name = "health", description = "liveness and readiness"),
     )
 )]

@@ -11,6 +11,7 @@ pub(crate) mod rollback;
 pub(crate) mod run;
 pub(crate) mod serve;
 pub(crate) mod tokens;
+pub(crate) mod webhooks;
 pub(crate) mod worker;
 
 use anyhow::Context;

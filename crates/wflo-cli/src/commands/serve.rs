@@ -10,6 +10,7 @@ pub(crate) async fn serve(
     bind: SocketAddr,
     cors: Vec<String>,
     secure_cookies: bool,
+    public_url: Option<String>,
 ) -> anyhow::Result<u8> {
     let config = super::config()?.with_driver_name(wflo_server::driver_name());
     // Runs a dead instance abandoned are looked for twice per lease: taken over soon after
@@ -21,15 +22,19 @@ pub(crate) async fn serve(
     let wflo = super::connect(config).await?;
     use wflo_core::db::Executor as _;
     let tokens = wflo.db().api_tokens().list().await?;
-    let server_config = ServerConfig::builder(bind)
+    let mut server_config = ServerConfig::builder(bind)
         .cors_origins(cors)
         .secure_cookies(secure_cookies)
-        .adopt_every(Some(adopt_every))
+        .adopt_every(Some(adopt_every));
+    if let Some(url) = public_url {
+        server_config = server_config.public_url(url);
+    }
+    let server_config = server_config
         .build()
         .map_err(|e| coded(exit::USAGE, e.to_string()))?;
     let server = Server::new(wflo.clone(), server_config);
     eprintln!(
-        "wflo serving on http://{bind} (API at /api/v1, page at /ui/runs); stop with Ctrl-C or SIGTERM"
+        "wflo serving on http://{bind} (API at /api/v1, page at /ui/runs, sending webhooks); stop with Ctrl-C or SIGTERM"
     );
     if tokens.iter().all(|t| t.revoked_at.is_some()) {
         eprintln!(

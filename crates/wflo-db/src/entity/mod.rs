@@ -11,3 +11,5 @@ pub(crate) mod outbox;
 pub(crate) mod rollback;
 pub(crate) mod snapshot;
 pub(crate) mod step;
+pub(crate) mod webhook;
+pub(crate) mod webhook_delivery;

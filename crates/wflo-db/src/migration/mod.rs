@@ -11,6 +11,7 @@ mod m20261125_000004_bus_dedupe;
 mod m20261201_000005_drivers;
 mod m20261201_000006_execution_contract;
 mod m20261201_000007_api_tokens;
+mod m20261201_000008_webhooks;
 
 use sea_orm::{ConnectionTrait, DbBackend};
 use sea_orm_migration::prelude::*;
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000005_drivers::Migration),
             Box::new(m20261201_000006_execution_contract::Migration),
             Box::new(m20261201_000007_api_tokens::Migration),
+            Box::new(m20261201_000008_webhooks::Migration),
         ]
     }
 }

@@ -11,6 +11,7 @@ mod executions;
 mod rollbacks;
 mod snapshots;
 mod steps;
+mod webhooks;
 
 pub use api_tokens::{ApiToken, ApiTokens};
 pub use approvals::{
@@ -31,6 +32,10 @@ pub use executions::{
 pub use rollbacks::{NewRollback, Rollback, RollbackStatus, Rollbacks};
 pub use snapshots::{Snapshot, Snapshots};
 pub use steps::{NewStep, Step, StepStatus, Steps};
+pub use webhooks::{
+    ClaimedDelivery, DeliveryOutcome, DeliveryStatus, NewWebhook, Webhook, WebhookDelivery,
+    WebhookEvent, WebhookFormat, Webhooks,
+};
 
 use crate::Error;
 
