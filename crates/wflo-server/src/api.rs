@@ -140,7 +140,8 @@ pub(crate) fn vocab_schema<'a>(
 }
 
 impl ExecutionView {
-    pub(crate) fn of(e: &wflo_core::db::Execution) -> ExecutionView {
+    /// The view of an execution row.
+    pub fn of(e: &wflo_core::db::Execution) -> ExecutionView {
         ExecutionView {
             id: e.id,
             workflow: e.workflow_name.clone(),
@@ -336,7 +337,8 @@ pub struct ExecutionDetail {
 }
 
 impl ExecutionDetail {
-    pub(crate) fn of(s: &wflo_core::ExecutionSummary) -> ExecutionDetail {
+    /// The view of an execution summary (what `GET /api/v1/executions/{id}` answers).
+    pub fn of(s: &wflo_core::ExecutionSummary) -> ExecutionDetail {
         ExecutionDetail {
             execution: ExecutionView::of(&s.execution),
             workflow_version: s.workflow_version,

@@ -6,15 +6,16 @@
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::follow::Follower;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
 use serde::Deserialize;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::broadcast;
 use wflo_core::db::{Db, Executor, OutboxEvent};
 use wflo_core::types::{ExecutionId, Role};
@@ -35,15 +36,14 @@ impl Hub {
         let (tx, _) = broadcast::channel(16_384);
         let hub = Hub { tx: tx.clone() };
         tokio::spawn(async move {
-            let mut cursor = match db.outbox().head().await {
+            let head = match db.outbox().head().await {
                 Ok(h) => h,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read the outbox head; streaming from its start");
                     0
                 }
             };
-            // Positions skipped over, by when they were first seen missing.
-            let mut gaps: BTreeMap<i64, Instant> = BTreeMap::new();
+            let mut follower = Follower::from(head, GAP_PATIENCE);
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -51,45 +51,17 @@ impl Hub {
                 if tx.receiver_count() == 0 {
                     // Nobody listens: keep the cursor current without reading payloads.
                     if let Ok(h) = db.outbox().head().await {
-                        cursor = cursor.max(h);
+                        follower.skip_to(h);
                     }
-                    gaps.clear();
                     continue;
                 }
-                gaps.retain(|_, seen| seen.elapsed() < GAP_PATIENCE);
-                if !gaps.is_empty() {
-                    let ids: Vec<i64> = gaps.keys().copied().collect();
-                    match db.outbox().by_ids(&ids).await {
-                        Ok(found) => {
-                            for ev in found {
-                                gaps.remove(&ev.id);
-                                let _ = tx.send(Arc::new(ev));
-                            }
+                match follower.next(&db, 1000, usize::MAX).await {
+                    Ok(events) => {
+                        for ev in events {
+                            let _ = tx.send(Arc::new(ev));
                         }
-                        Err(e) => tracing::warn!(error = %e, "reading the outbox failed"),
                     }
-                }
-                loop {
-                    let batch = match db.outbox().after(cursor, None, 1000).await {
-                        Ok(b) => b,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "reading the outbox failed");
-                            break;
-                        }
-                    };
-                    let full = batch.len() == 1000;
-                    for ev in batch {
-                        for missing in cursor + 1..ev.id {
-                            if gaps.len() < 10_000 {
-                                gaps.insert(missing, Instant::now());
-                            }
-                        }
-                        cursor = ev.id;
-                        let _ = tx.send(Arc::new(ev));
-                    }
-                    if !full {
-                        break;
-                    }
+                    Err(e) => tracing::warn!(error = %e, "reading the outbox failed"),
                 }
             }
         });

@@ -63,6 +63,7 @@ mod auth;
 mod client;
 mod error;
 mod events;
+mod follow;
 mod openapi;
 mod web;
 mod webhooks;

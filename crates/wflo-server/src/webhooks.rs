@@ -16,17 +16,16 @@
 //! `Idempotency-Key` header (the event's id, the same on every attempt).
 
 use crate::ServerConfig;
+use crate::follow::Follower;
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use rand::{Rng, RngCore};
 use serde_json::{Value, json};
 use sha2::Sha256;
-use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use wflo_core::Wflo;
 use wflo_core::db::{
-    Approval, ClaimedDelivery, Db, DeliveryOutcome, Executor, OutboxEvent, WebhookEvent,
-    WebhookFormat,
+    Approval, ClaimedDelivery, Db, DeliveryOutcome, Executor, WebhookEvent, WebhookFormat,
 };
 use wflo_core::types::{EventEnvelope, EventPayload};
 
@@ -330,8 +329,7 @@ pub(crate) fn start(wflo: &Wflo, config: &ServerConfig) -> Option<tokio::task::J
         db: wflo.db().clone(),
         http,
         settings,
-        pos: 0,
-        gaps: BTreeMap::new(),
+        follower: Follower::from(0, GAP_PATIENCE),
         saved: 0,
     };
     Some(tokio::spawn(d.run()))
@@ -341,10 +339,8 @@ struct Dispatcher {
     db: Db,
     http: reqwest::Client,
     settings: Settings,
-    /// The last outbox position read.
-    pos: i64,
-    /// Positions skipped over, by when they were first seen missing.
-    gaps: BTreeMap<i64, Instant>,
+    /// Where the outbox has been read to.
+    follower: Follower,
     /// The cursor as last stored.
     saved: i64,
 }
@@ -354,7 +350,7 @@ impl Dispatcher {
         loop {
             match self.db.webhooks().cursor().await {
                 Ok(c) => {
-                    self.pos = c;
+                    self.follower = Follower::from(c, GAP_PATIENCE);
                     self.saved = c;
                     break;
                 }
@@ -380,33 +376,9 @@ impl Dispatcher {
     /// Fans the events written since the last tick (and those of gaps that filled) out into
     /// deliveries, then stores how far that is done.
     async fn fan_out(&mut self) -> Result<(), wflo_core::db::Error> {
-        let mut gaps = self.gaps.clone();
-        gaps.retain(|_, seen| seen.elapsed() < GAP_PATIENCE);
-        let mut pos = self.pos;
-        let mut found: Vec<OutboxEvent> = Vec::new();
-        if !gaps.is_empty() {
-            let ids: Vec<i64> = gaps.keys().copied().collect();
-            for ev in self.db.outbox().by_ids(&ids).await? {
-                gaps.remove(&ev.id);
-                found.push(ev);
-            }
-        }
-        loop {
-            let batch = self.db.outbox().after(pos, None, 500).await?;
-            let full = batch.len() == 500;
-            for ev in batch {
-                for missing in pos + 1..ev.id {
-                    if gaps.len() < 10_000 {
-                        gaps.insert(missing, Instant::now());
-                    }
-                }
-                pos = ev.id;
-                found.push(ev);
-            }
-            if !full || found.len() >= MAX_EVENTS_PER_TICK {
-                break;
-            }
-        }
+        // On an error the follower stays where it was: the same events are read next tick.
+        let mut follower = self.follower.clone();
+        let found = follower.next(&self.db, 500, MAX_EVENTS_PER_TICK).await?;
         if !found.is_empty() {
             // The webhooks are read after the events: one created before an event was written
             // is in this list.
@@ -416,14 +388,8 @@ impl Dispatcher {
                 tracing::debug!(deliveries = added, "events fanned out to webhooks");
             }
         }
-        self.pos = pos;
-        self.gaps = gaps;
-        let done = self
-            .gaps
-            .keys()
-            .next()
-            .map_or(self.pos, |first| first - 1)
-            .max(self.saved);
+        self.follower = follower;
+        let done = self.follower.settled().max(self.saved);
         if done > self.saved {
             self.db.webhooks().advance_cursor(done).await?;
             self.saved = done;

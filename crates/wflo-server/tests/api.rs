@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{GATE, QUICK, harness, harness_with};
+use common::{GATE, QUICK, expect_error, harness, harness_with};
 use reqwest::StatusCode;
 use rstest::rstest;
 use serde_json::{Value, json};
@@ -21,9 +21,7 @@ async fn health_needs_no_token_and_readiness_checks_the_database(
     let r = h.http.get(h.url("/healthz")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let r = h.http.get(h.url("/readyz")).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    let body: Value = r.json().await.unwrap();
-    assert_eq!(body["error"]["kind"], json!("unauthenticated"));
+    let body = expect_error(r, StatusCode::UNAUTHORIZED, "unauthenticated", "/readyz").await;
     assert!(
         body["error"]["message"]
             .as_str()
@@ -110,9 +108,7 @@ async fn a_run_started_over_http_waits_for_an_approver_and_completes(
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), StatusCode::CONFLICT);
-    let body: Value = r.json().await.unwrap();
-    assert_eq!(body["error"]["kind"], json!("conflict"));
+    expect_error(r, StatusCode::CONFLICT, "conflict", "a second decision").await;
 
     let done = h.wait_status(&id, "COMPLETED").await;
     let keys: Vec<&str> = done["steps"]
@@ -204,9 +200,7 @@ async fn executions_are_listed_by_filter_and_cursor(
         "/api/v1/executions?colour=red",
     ] {
         let r = h.get(Role::Viewer, bad).send().await.unwrap();
-        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{bad}");
-        let body: Value = r.json().await.unwrap();
-        assert_eq!(body["error"]["kind"], json!("invalid_input"), "{bad}");
+        expect_error(r, StatusCode::BAD_REQUEST, "invalid_input", bad).await;
     }
     let r = h
         .get(
@@ -227,7 +221,7 @@ async fn bad_requests_get_4xx_and_store_nothing(
     let h = harness_with(backend, |b| b.body_limit(4096)).await;
     let url = h.url("/api/v1/executions");
     let op = &h.tokens[&Role::Operator];
-    let cases: Vec<(reqwest::RequestBuilder, StatusCode, &str)> = vec![
+    let cases: Vec<(reqwest::RequestBuilder, StatusCode, &str, &str)> = vec![
         (
             h.http
                 .post(&url)
@@ -235,6 +229,7 @@ async fn bad_requests_get_4xx_and_store_nothing(
                 .header("content-type", "application/json")
                 .body("{\"yaml\": "),
             StatusCode::BAD_REQUEST,
+            "invalid_input",
             "malformed JSON",
         ),
         (
@@ -243,11 +238,13 @@ async fn bad_requests_get_4xx_and_store_nothing(
                 .bearer_auth(op)
                 .json(&json!({"yaml": QUICK, "colour": "red"})),
             StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
             "unknown field",
         ),
         (
             h.http.post(&url).bearer_auth(op).json(&json!({"yaml": 42})),
             StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_input",
             "wrong type",
         ),
         (
@@ -256,6 +253,7 @@ async fn bad_requests_get_4xx_and_store_nothing(
                 .bearer_auth(op)
                 .body(json!({"yaml": QUICK}).to_string()),
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
             "no content type",
         ),
         (
@@ -264,6 +262,7 @@ async fn bad_requests_get_4xx_and_store_nothing(
                 .bearer_auth(op)
                 .json(&json!({"yaml": "x".repeat(10_000)})),
             StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
             "over the body limit",
         ),
         (
@@ -272,6 +271,7 @@ async fn bad_requests_get_4xx_and_store_nothing(
                 .bearer_auth(op)
                 .json(&json!({"yaml": "name: [unclosed"})),
             StatusCode::BAD_REQUEST,
+            "invalid_input",
             "invalid YAML",
         ),
         (
@@ -280,6 +280,7 @@ async fn bad_requests_get_4xx_and_store_nothing(
                 .bearer_auth(op)
                 .json(&json!({"yaml": QUICK, "inputs": {"nope": 1}})),
             StatusCode::BAD_REQUEST,
+            "invalid_input",
             "undeclared input",
         ),
         (
@@ -288,6 +289,7 @@ async fn bad_requests_get_4xx_and_store_nothing(
                 .bearer_auth(op)
                 .json(&json!({"yaml": QUICK, "budget_usd": "-1"})),
             StatusCode::BAD_REQUEST,
+            "invalid_input",
             "negative budget",
         ),
         (
@@ -296,6 +298,7 @@ async fn bad_requests_get_4xx_and_store_nothing(
                 .bearer_auth(op)
                 .json(&json!({"yaml": QUICK, "workflow": "quick"})),
             StatusCode::BAD_REQUEST,
+            "invalid_input",
             "both a name and YAML",
         ),
         (
@@ -304,28 +307,12 @@ async fn bad_requests_get_4xx_and_store_nothing(
                 .bearer_auth(op)
                 .json(&json!({"workflow": "never-stored"})),
             StatusCode::NOT_FOUND,
+            "not_found",
             "unknown stored workflow",
         ),
     ];
-    for (req, want, what) in cases {
-        let r = req.send().await.unwrap();
-        let status = r.status();
-        let body: Value = r
-            .json()
-            .await
-            .unwrap_or_else(|e| panic!("{what}: body is not JSON: {e}"));
-        assert_eq!(status, want, "{what}: {body}");
-        let message = body["error"]["message"]
-            .as_str()
-            .unwrap_or_else(|| panic!("{what}: {body}"));
-        assert!(
-            !message.is_empty() && !message.ends_with('.'),
-            "{what}: {message}"
-        );
-        assert!(
-            !message.contains("sqlx") && !message.contains("panicked"),
-            "{what}: {message}"
-        );
+    for (req, want, kind, what) in cases {
+        expect_error(req.send().await.unwrap(), want, kind, what).await;
     }
     assert_eq!(h.executions_count().await, 0, "nothing was stored");
     // A stored definition can be started by name.
@@ -469,9 +456,8 @@ async fn every_endpoint_checks_the_role_of_its_token(
                     r.text().await.unwrap_or_default()
                 );
             } else {
-                assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path} as {role}");
-                let b: Value = r.json().await.unwrap();
-                assert_eq!(b["error"]["kind"], json!("forbidden"));
+                let what = format!("{method} {path} as {role}");
+                expect_error(r, StatusCode::FORBIDDEN, "forbidden", &what).await;
             }
             checked += 1;
         }
@@ -839,7 +825,13 @@ async fn events_stream_live_and_resume_after_the_last_event_id(
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    expect_error(
+        r,
+        StatusCode::BAD_REQUEST,
+        "invalid_input",
+        "a Last-Event-ID of words",
+    )
+    .await;
 }
 
 #[rstest]
@@ -982,7 +974,13 @@ async fn costs_and_budgets_are_reported(
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    expect_error(
+        r,
+        StatusCode::BAD_REQUEST,
+        "invalid_input",
+        "costs by colour",
+    )
+    .await;
     for page in [
         "/ui/runs",
         &format!("/ui/runs/{id}"),

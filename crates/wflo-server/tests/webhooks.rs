@@ -4,10 +4,13 @@
 //! a careful receiver would. `cargo xtask itest wflo-server`.
 #![cfg(feature = "integration")]
 
+mod common;
+
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode as AxStatus, Uri};
 use hmac::{Hmac, Mac};
+use reqwest::Method;
 use reqwest::StatusCode;
 use rstest::rstest;
 use serde_json::{Value, json};
@@ -18,9 +21,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wflo_core::db::{Backend, Executor, NewOutboxEvent};
 use wflo_core::types::{CostPayload, EventEnvelope, EventPayload, ExecutionId, Role, RunLabels};
-use wflo_core::{Config, Wflo};
-use wflo_db::testing::TestDb;
-use wflo_server::{Server, ServerConfig, ServerConfigBuilder};
+use wflo_server::ServerConfigBuilder;
+
+use common::{GATE, Harness, QUICK, connect, harness_with, serve};
 
 // ---- the receiver --------------------------------------------------------------------------
 
@@ -235,143 +238,46 @@ async fn closed_port() -> SocketAddr {
 
 // ---- the servers ---------------------------------------------------------------------------
 
-struct Harness {
-    base: String,
-    http: reqwest::Client,
-    wflo: Wflo,
-    tokens: HashMap<Role, String>,
-    db: TestDb,
-    stops: Vec<tokio::sync::oneshot::Sender<()>>,
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        for s in self.stops.drain(..) {
-            let _ = s.send(());
-        }
-    }
-}
-
 const PUBLIC: &str = "https://wflo.example";
 
 /// Short intervals, so retries happen within a test.
 fn quick(b: ServerConfigBuilder) -> ServerConfigBuilder {
-    b.event_poll(Duration::from_millis(20))
-        .public_url(PUBLIC)
+    b.public_url(PUBLIC)
         .webhook_poll(Some(Duration::from_millis(20)))
         .webhook_timeout(Duration::from_secs(2))
         .webhook_backoff(Duration::from_millis(200), Duration::from_secs(5))
         .webhook_max_attempts(10)
 }
 
-async fn connect(url: &str) -> Wflo {
-    let config = Config::builder()
-        .database_url(url)
-        .lease_ttl(Duration::from_secs(5))
-        .driver_name(wflo_server::driver_name())
-        .build()
-        .unwrap();
-    Wflo::connect(config).await.unwrap()
-}
-
-/// Serves `wflo` on a loopback port; returns its base URL and what stops it.
-async fn serve(
-    wflo: Wflo,
-    tune: impl FnOnce(ServerConfigBuilder) -> ServerConfigBuilder,
-) -> (String, tokio::sync::oneshot::Sender<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let cfg = tune(quick(ServerConfig::builder(addr))).build().unwrap();
-    let server = Server::new(wflo, cfg);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(server.serve_on(listener, async move {
-        let _ = stopped.await;
-    }));
-    (format!("http://{addr}"), stop)
-}
-
-async fn harness(backend: Backend) -> Harness {
-    harness_with(backend, |b| b).await
-}
-
-async fn harness_with(
-    backend: Backend,
-    tune: impl FnOnce(ServerConfigBuilder) -> ServerConfigBuilder,
-) -> Harness {
-    let db = TestDb::new(backend).await;
-    let wflo = connect(&db.url()).await;
-    let mut tokens = HashMap::new();
-    for role in Role::ALL {
-        let secret = wflo_server::new_token();
-        wflo.db()
-            .api_tokens()
-            .create(role.label(), *role, &wflo_server::hash_token(&secret))
-            .await
-            .unwrap();
-        tokens.insert(*role, secret);
-    }
-    let (base, stop) = serve(wflo.clone(), tune).await;
-    Harness {
-        base,
-        http: reqwest::Client::new(),
-        wflo,
-        tokens,
-        db,
-        stops: vec![stop],
-    }
-}
-
-impl Harness {
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-    async fn call(
-        &self,
-        role: Role,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        let mut r = self
-            .http
-            .request(method, self.url(path))
-            .bearer_auth(&self.tokens[&role]);
-        if let Some(b) = body {
-            r = r.json(&b);
-        }
-        let resp = r.send().await.unwrap();
-        let status = resp.status();
-        let text = resp.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    }
-    async fn get(&self, path: &str) -> Value {
-        let (status, body) = self
-            .call(Role::Admin, reqwest::Method::GET, path, None)
-            .await;
-        assert_eq!(status, StatusCode::OK, "GET {path}: {body}");
-        body
-    }
-    async fn post(&self, role: Role, path: &str, body: Value) -> (StatusCode, Value) {
-        self.call(role, reqwest::Method::POST, path, Some(body))
-            .await
-    }
+/// The webhook API, through a harness's admin token.
+trait Hooks {
     /// Creates a webhook through the API; returns its secret.
+    async fn add_webhook(&self, body: Value) -> String;
+    async fn deliveries(&self, name: &str) -> Vec<Value>;
+    /// Waits until the deliveries of `name` satisfy `pred` (or fails after 20 s).
+    async fn wait_deliveries(
+        &self,
+        name: &str,
+        what: &str,
+        pred: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value>;
+}
+
+impl Hooks for Harness {
     async fn add_webhook(&self, body: Value) -> String {
-        let (status, created) = self.post(Role::Admin, "/api/v1/webhooks", body).await;
+        let (status, created) = self
+            .call(Role::Admin, Method::POST, "/api/v1/webhooks", Some(body))
+            .await;
         assert_eq!(status, StatusCode::CREATED, "{created}");
         created["secret"].as_str().unwrap().to_string()
     }
     async fn deliveries(&self, name: &str) -> Vec<Value> {
-        self.get(&format!("/api/v1/webhooks/{name}/deliveries"))
+        self.json(Role::Admin, &format!("/api/v1/webhooks/{name}/deliveries"))
             .await
             .as_array()
             .unwrap()
             .clone()
     }
-    /// Waits until the deliveries of `name` satisfy `pred` (or fails after 20 s).
     async fn wait_deliveries(
         &self,
         name: &str,
@@ -391,65 +297,7 @@ impl Harness {
             tokio::time::sleep(Duration::from_millis(30)).await;
         }
     }
-    async fn start(&self, yaml: &str, inputs: Value) -> String {
-        let (status, body) = self
-            .post(
-                Role::Operator,
-                "/api/v1/executions",
-                json!({"yaml": yaml, "inputs": inputs}),
-            )
-            .await;
-        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-        body["id"].as_str().unwrap().to_string()
-    }
-    async fn wait_status(&self, id: &str, status: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let v = self.get(&format!("/api/v1/executions/{id}")).await;
-            if v["execution"]["status"] == json!(status) {
-                return v;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "execution {id} never became {status}: {v:#}"
-            );
-            tokio::time::sleep(Duration::from_millis(30)).await;
-        }
-    }
-    /// The pending approval of execution `id`.
-    async fn approval_of(&self, id: &str) -> String {
-        let pending = self.get("/api/v1/approvals").await;
-        pending
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|a| a["execution_id"] == json!(id))
-            .unwrap_or_else(|| panic!("execution {id} waits for an approval: {pending:#}"))["id"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    }
 }
-
-const GATE: &str = r#"
-name: release
-inputs:
-  target: {default: staging}
-steps:
-  - id: prepare
-    kind: checkpoint
-  - id: gate
-    kind: approval
-    depends_on: [prepare]
-    message: "Ship to {{ inputs.target }}?"
-    risk: high
-    action: {ship: "{{ inputs.target }}"}
-  - id: shipped
-    kind: checkpoint
-    depends_on: [gate]
-"#;
-
-const QUICK: &str = "name: quick\nsteps:\n  - id: a\n    kind: checkpoint\n  - id: b\n    kind: checkpoint\n    depends_on: [a]\n";
 
 /// Lets the dispatchers run a while (for asserting that nothing more arrives).
 async fn settle() {
@@ -463,7 +311,7 @@ async fn settle() {
 async fn approvals_and_the_end_of_a_run_reach_the_webhooks_that_subscribe_to_them_signed(
     #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
 ) {
-    let h = harness(backend).await;
+    let h = harness_with(backend, quick).await;
     let rx = Receiver::start().await;
     let secret_a = h
         .add_webhook(json!({
@@ -486,7 +334,7 @@ async fn approvals_and_the_end_of_a_run_reach_the_webhooks_that_subscribe_to_the
     assert_eq!(given, secret_b, "a given secret is used as it is");
     rx.expect_secret("/ends", secret_b);
 
-    let id = h.start(GATE, json!({"target": "production"})).await;
+    let id = h.start_with(GATE, json!({"target": "production"})).await;
     h.wait_status(&id, "WAITING_APPROVAL").await;
     let requested = rx.wait_accepted("/approvers", 1).await;
     let hit = &requested[0];
@@ -520,10 +368,11 @@ async fn approvals_and_the_end_of_a_run_reach_the_webhooks_that_subscribe_to_the
 
     let aid = h.approval_of(&id).await;
     let (status, decided) = h
-        .post(
+        .call(
             Role::Approver,
+            Method::POST,
             &format!("/api/v1/approvals/{aid}/decision"),
-            json!({"decision": "approve", "reason": "checked the diff"}),
+            Some(json!({"decision": "approve", "reason": "checked the diff"})),
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{decided}");
@@ -566,7 +415,7 @@ async fn approvals_and_the_end_of_a_run_reach_the_webhooks_that_subscribe_to_the
         assert_eq!(x["next_attempt_at"], Value::Null);
     }
     // The list never shows a secret.
-    let list = h.get("/api/v1/webhooks").await;
+    let list = h.json(Role::Admin, "/api/v1/webhooks").await;
     assert_eq!(list.as_array().unwrap().len(), 2);
     assert!(!list.to_string().contains(secret_b), "{list}");
     assert!(!list.to_string().contains(&secret_a), "{list}");
@@ -577,7 +426,7 @@ async fn approvals_and_the_end_of_a_run_reach_the_webhooks_that_subscribe_to_the
 async fn a_receiver_that_is_down_gets_the_event_once_it_is_back_with_one_idempotency_key(
     #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
 ) {
-    let h = harness(backend).await;
+    let h = harness_with(backend, quick).await;
     let addr = closed_port().await;
     let secret = h
         .add_webhook(json!({
@@ -586,7 +435,7 @@ async fn a_receiver_that_is_down_gets_the_event_once_it_is_back_with_one_idempot
             "events": ["execution.finished"],
         }))
         .await;
-    let id = h.start(QUICK, json!({})).await;
+    let id = h.start(QUICK).await;
     h.wait_status(&id, "COMPLETED").await;
 
     // Nothing listens: connection refused, retried.
@@ -663,7 +512,8 @@ async fn a_delivery_that_keeps_failing_is_given_up_with_its_last_error(
     #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
 ) {
     let h = harness_with(backend, |b| {
-        b.webhook_backoff(Duration::from_millis(50), Duration::from_millis(100))
+        quick(b)
+            .webhook_backoff(Duration::from_millis(50), Duration::from_millis(100))
             .webhook_max_attempts(3)
     })
     .await;
@@ -675,7 +525,7 @@ async fn a_delivery_that_keeps_failing_is_given_up_with_its_last_error(
         .await;
     rx.expect_secret("/broken", &secret);
     rx.fail_next("/broken", 1000, 500);
-    let id = h.start(QUICK, json!({})).await;
+    let id = h.start(QUICK).await;
     h.wait_status(&id, "COMPLETED").await;
     let d = h
         .wait_deliveries("broken", "failed", |d| {
@@ -693,11 +543,17 @@ async fn a_delivery_that_keeps_failing_is_given_up_with_its_last_error(
     assert_eq!(rx.hits("/broken").len(), 3, "no attempt after the last");
     assert!(rx.accepted("/broken").is_empty());
     let failed = h
-        .get("/api/v1/webhooks/broken/deliveries?status=failed")
+        .json(
+            Role::Admin,
+            "/api/v1/webhooks/broken/deliveries?status=failed",
+        )
         .await;
     assert_eq!(failed.as_array().unwrap().len(), 1);
     let pending = h
-        .get("/api/v1/webhooks/broken/deliveries?status=pending")
+        .json(
+            Role::Admin,
+            "/api/v1/webhooks/broken/deliveries?status=pending",
+        )
         .await;
     assert!(pending.as_array().unwrap().is_empty());
 }
@@ -707,7 +563,7 @@ async fn a_delivery_that_keeps_failing_is_given_up_with_its_last_error(
 async fn a_changed_body_another_secret_or_an_old_timestamp_fails_the_receivers_check(
     #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
 ) {
-    let h = harness(backend).await;
+    let h = harness_with(backend, quick).await;
     let rx = Receiver::start().await;
     let secret = h
         .add_webhook(
@@ -722,7 +578,7 @@ async fn a_changed_body_another_secret_or_an_old_timestamp_fails_the_receivers_c
     .await;
     rx.expect_secret("/mismatch", &wflo_server::new_webhook_secret());
 
-    let id = h.start(QUICK, json!({})).await;
+    let id = h.start(QUICK).await;
     h.wait_status(&id, "COMPLETED").await;
     let good = rx.wait_accepted("/good", 1).await;
     let hit = &good[0];
@@ -791,7 +647,7 @@ async fn a_changed_body_another_secret_or_an_old_timestamp_fails_the_receivers_c
 async fn a_slack_webhook_gets_a_message_a_person_can_read(
     #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
 ) {
-    let h = harness(backend).await;
+    let h = harness_with(backend, quick).await;
     let rx = Receiver::start().await;
     let secret = h
         .add_webhook(json!({
@@ -802,10 +658,10 @@ async fn a_slack_webhook_gets_a_message_a_person_can_read(
         }))
         .await;
     rx.expect_secret("/slack", &secret);
-    let list = h.get("/api/v1/webhooks").await;
+    let list = h.json(Role::Admin, "/api/v1/webhooks").await;
     assert_eq!(list[0]["format"], json!("SLACK"));
 
-    let id = h.start(GATE, json!({"target": "production"})).await;
+    let id = h.start_with(GATE, json!({"target": "production"})).await;
     h.wait_status(&id, "WAITING_APPROVAL").await;
     let got = rx.wait_accepted("/slack", 1).await;
     assert_eq!(
@@ -847,9 +703,9 @@ async fn a_slack_webhook_gets_a_message_a_person_can_read(
 async fn two_servers_on_one_database_deliver_each_event_once(
     #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
 ) {
-    let mut h = harness(backend).await;
+    let mut h = harness_with(backend, quick).await;
     let other = connect(&h.db.url()).await;
-    let (other_base, stop) = serve(other, |b| b).await;
+    let (other_base, stop) = serve(other, quick).await;
     h.stops.push(stop);
     let rx = Receiver::start().await;
     // A slow receiver: both dispatchers are busy at once, many times over.
@@ -918,8 +774,7 @@ async fn two_servers_on_one_database_deliver_each_event_once(
 async fn the_webhook_api_is_for_admins_and_refuses_what_it_cannot_send(
     #[values(Backend::Postgres, Backend::Sqlite)] backend: Backend,
 ) {
-    let h = harness(backend).await;
-    use reqwest::Method;
+    let h = harness_with(backend, quick).await;
     let good = json!({"name": "ok", "url": "https://hooks.example.com/x", "events": ["approval.requested"]});
     // Admins only.
     for (method, path, body) in [
@@ -941,7 +796,7 @@ async fn the_webhook_api_is_for_admins_and_refuses_what_it_cannot_send(
         }
     }
     assert!(
-        h.get("/api/v1/webhooks")
+        h.json(Role::Admin, "/api/v1/webhooks")
             .await
             .as_array()
             .unwrap()
@@ -991,7 +846,14 @@ async fn the_webhook_api_is_for_admins_and_refuses_what_it_cannot_send(
             "colour",
         ),
     ] {
-        let (got, resp) = h.post(Role::Admin, "/api/v1/webhooks", body.clone()).await;
+        let (got, resp) = h
+            .call(
+                Role::Admin,
+                Method::POST,
+                "/api/v1/webhooks",
+                Some(body.clone()),
+            )
+            .await;
         assert_eq!(got, status, "{body} -> {resp}");
         let message = resp["error"]["message"].as_str().unwrap_or_default();
         assert!(
@@ -1000,7 +862,7 @@ async fn the_webhook_api_is_for_admins_and_refuses_what_it_cannot_send(
         );
     }
     assert!(
-        h.get("/api/v1/webhooks")
+        h.json(Role::Admin, "/api/v1/webhooks")
             .await
             .as_array()
             .unwrap()
@@ -1008,13 +870,27 @@ async fn the_webhook_api_is_for_admins_and_refuses_what_it_cannot_send(
         "nothing stored"
     );
 
-    let (status, created) = h.post(Role::Admin, "/api/v1/webhooks", good.clone()).await;
+    let (status, created) = h
+        .call(
+            Role::Admin,
+            Method::POST,
+            "/api/v1/webhooks",
+            Some(good.clone()),
+        )
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     assert_eq!(created["name"], json!("ok"));
     assert_eq!(created["format"], json!("JSON"));
     assert_eq!(created["enabled"], json!(true));
     assert_eq!(created["events"], json!(["approval.requested"]));
-    let (status, again) = h.post(Role::Admin, "/api/v1/webhooks", good.clone()).await;
+    let (status, again) = h
+        .call(
+            Role::Admin,
+            Method::POST,
+            "/api/v1/webhooks",
+            Some(good.clone()),
+        )
+        .await;
     assert_eq!(status, StatusCode::CONFLICT, "{again}");
     assert!(h.deliveries("ok").await.is_empty());
     let (status, _) = h
@@ -1038,7 +914,7 @@ async fn the_webhook_api_is_for_admins_and_refuses_what_it_cannot_send(
         let (status, body) = h.call(Role::Admin, method.clone(), path, None).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}: {body}");
     }
-    let doc = h.get("/api/v1/openapi.json").await;
+    let doc = h.json(Role::Admin, "/api/v1/openapi.json").await;
     for path in [
         "/api/v1/webhooks",
         "/api/v1/webhooks/{name}",

@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::str::FromStr;
 use uuid::Uuid;
 use wflo_core::db::{ExecutionStatus, Executor};
-use wflo_core::types::ExecutionId;
+use wflo_core::types::{ExecutionId, StepKind, StepOutput, StepStatus};
+use wflo_server::{DriverView, ExecutionDetail, ExecutionView};
 
 /// Parses a status, in any case.
 pub(crate) fn parse_status(s: &str) -> Result<ExecutionStatus, String> {
@@ -17,18 +18,40 @@ pub(crate) fn parse_status(s: &str) -> Result<ExecutionStatus, String> {
 }
 
 /// Who drives an unfinished execution, in words.
-pub(crate) fn driver_text(e: &wflo_core::db::Execution) -> String {
-    use wflo_core::db::Driver;
+pub(crate) fn driver_text(e: &ExecutionView) -> String {
     if e.status.is_terminal() || e.status == ExecutionStatus::Pending {
         return "-".into();
     }
-    match e.driver(chrono::Utc::now()) {
-        Driver::Temporal => "temporal".into(),
-        Driver::Held { holder, .. } => holder,
-        Driver::None { since: Some(t) } => format!("no driver since {}", time(t)),
-        Driver::None { since: None } => "no driver".into(),
-        _ => "?".into(),
+    match &e.driver {
+        DriverView::Temporal => "temporal".into(),
+        DriverView::Held { holder, .. } => holder.clone(),
+        DriverView::None { since: Some(t) } => format!("no driver since {}", time(*t)),
+        DriverView::None { since: None } => "no driver".into(),
     }
+}
+
+/// The columns of `executions list`, and one execution's row in them (`workflow` as the
+/// caller names it: with its version when known).
+pub(crate) const LIST_COLUMNS: [&str; 7] = [
+    "id",
+    "workflow",
+    "status",
+    "driver",
+    ">cost USD",
+    "created",
+    "error",
+];
+
+pub(crate) fn list_row(e: &ExecutionView, workflow: String) -> Vec<String> {
+    vec![
+        e.id.to_string(),
+        workflow,
+        e.status.to_string(),
+        driver_text(e),
+        usd(e.cost_usd),
+        time(e.created_at),
+        e.error.as_deref().map(|x| short(x, 60)).unwrap_or_default(),
+    ]
 }
 
 pub(crate) async fn list(status: Option<ExecutionStatus>, limit: u64) -> anyhow::Result<u8> {
@@ -55,15 +78,7 @@ pub(crate) async fn list(status: Option<ExecutionStatus>, limit: u64) -> anyhow:
         return Ok(0);
     }
     let mut names: HashMap<Uuid, String> = HashMap::new();
-    let mut t = Table::new(&[
-        "id",
-        "workflow",
-        "status",
-        "driver",
-        ">cost USD",
-        "created",
-        "error",
-    ]);
+    let mut t = Table::new(&LIST_COLUMNS);
     for e in &execs {
         if let std::collections::hash_map::Entry::Vacant(slot) = names.entry(e.workflow_id) {
             let name = db
@@ -74,15 +89,10 @@ pub(crate) async fn list(status: Option<ExecutionStatus>, limit: u64) -> anyhow:
                 .unwrap_or_else(|_| "?".into());
             slot.insert(name);
         }
-        t.row(vec![
-            e.id.to_string(),
+        t.row(list_row(
+            &ExecutionView::of(e),
             names[&e.workflow_id].clone(),
-            e.status.to_string(),
-            driver_text(e),
-            usd(e.cost_usd),
-            time(e.created_at),
-            e.error.as_deref().map(|x| short(x, 60)).unwrap_or_default(),
-        ]);
+        ));
     }
     print!("{}", t.render());
     Ok(0)
@@ -91,13 +101,16 @@ pub(crate) async fn list(status: Option<ExecutionStatus>, limit: u64) -> anyhow:
 pub(crate) async fn show(id: ExecutionId) -> anyhow::Result<u8> {
     let wflo = super::connect(super::config()?).await?;
     let summary = wflo.execution_summary(id).await?;
-    let e = &summary.execution;
-    let budget = e.budget_usd;
+    print_detail(&ExecutionDetail::of(&summary));
+    Ok(0)
+}
+
+/// One execution, as `executions show` prints it: the same whether it was read from the
+/// database or from a server's API.
+pub(crate) fn print_detail(d: &ExecutionDetail) {
+    let e = &d.execution;
     println!("execution {}", e.id);
-    println!(
-        "workflow  {} v{}",
-        e.workflow_name, summary.workflow_version
-    );
+    println!("workflow  {} v{}", e.workflow, d.workflow_version);
     println!("status    {}", e.status);
     println!("driver    {}", driver_text(e));
     println!("created   {}", time(e.created_at));
@@ -106,7 +119,7 @@ pub(crate) async fn show(id: ExecutionId) -> anyhow::Result<u8> {
     println!(
         "cost      {} USD{}",
         usd(e.cost_usd),
-        budget
+        e.budget_usd
             .map(|b| format!(
                 " of budget {} USD ({})",
                 usd(b),
@@ -116,9 +129,7 @@ pub(crate) async fn show(id: ExecutionId) -> anyhow::Result<u8> {
     );
     println!(
         "tokens    {} ({} prompt + {} completion)",
-        e.tokens.total(),
-        e.tokens.prompt,
-        e.tokens.completion
+        e.tokens.total, e.tokens.prompt, e.tokens.completion
     );
     if e.inputs.as_object().is_some_and(|o| !o.is_empty()) {
         println!("inputs    {}", short(&e.inputs.to_string(), 200));
@@ -134,7 +145,7 @@ pub(crate) async fn show(id: ExecutionId) -> anyhow::Result<u8> {
     }
 
     println!("\nsteps");
-    if summary.steps.is_empty() {
+    if d.steps.is_empty() {
         println!("  none yet");
     } else {
         let mut t = Table::new(&[
@@ -147,34 +158,36 @@ pub(crate) async fn show(id: ExecutionId) -> anyhow::Result<u8> {
             "completed",
             "error",
         ]);
-        for s in &summary.steps {
-            let row = &s.step;
+        for s in &d.steps {
+            let output = match (s.kind.parse::<StepKind>(), &s.output) {
+                (Ok(k), Some(v)) if s.status == StepStatus::Completed => {
+                    StepOutput::read(k, v).ok()
+                }
+                _ => None,
+            };
             t.row(vec![
-                row.step_key.clone(),
-                row.step_type.clone(),
-                row.status.to_string(),
-                row.attempt.to_string(),
-                super::run::tokens(&row.tokens),
-                crate::format::step_cost(row.cost_usd, s.output.as_ref()),
-                maybe_time(row.completed_at),
-                row.error
-                    .as_deref()
-                    .map(|x| short(x, 80))
-                    .unwrap_or_default(),
+                s.key.clone(),
+                s.kind.clone(),
+                s.status.to_string(),
+                s.attempts.to_string(),
+                super::run::tokens(s.tokens.prompt, s.tokens.completion),
+                crate::format::step_cost(s.cost_usd, output.as_ref()),
+                maybe_time(s.completed_at),
+                s.error.as_deref().map(|x| short(x, 80)).unwrap_or_default(),
             ]);
         }
         print!("{}", indent(&t.render()));
     }
 
     println!("\nsnapshots");
-    if summary.snapshots.is_empty() {
+    if d.snapshots.is_empty() {
         println!("  none");
     } else {
         let mut t = Table::new(&[">version", "after step", "created", "superseded"]);
-        for s in &summary.snapshots {
+        for s in &d.snapshots {
             t.row(vec![
                 s.version.to_string(),
-                s.step_key.clone().unwrap_or_else(|| "-".into()),
+                s.step.clone().unwrap_or_else(|| "-".into()),
                 time(s.created_at),
                 maybe_time(s.superseded_at),
             ]);
@@ -183,7 +196,7 @@ pub(crate) async fn show(id: ExecutionId) -> anyhow::Result<u8> {
     }
 
     println!("\napprovals");
-    if summary.approvals.is_empty() {
+    if d.approvals.is_empty() {
         println!("  none");
     } else {
         let mut t = Table::new(&[
@@ -195,14 +208,14 @@ pub(crate) async fn show(id: ExecutionId) -> anyhow::Result<u8> {
             "reason",
             "message",
         ]);
-        for a in &summary.approvals {
+        for a in &d.approvals {
             t.row(vec![
                 a.id.to_string(),
-                a.step_key.clone().unwrap_or_else(|| "-".into()),
+                a.step.clone().unwrap_or_else(|| "-".into()),
                 a.status.to_string(),
-                a.risk_level.to_string(),
+                a.risk.clone(),
                 a.decided_by.clone().unwrap_or_else(|| "-".into()),
-                a.decision_reason
+                a.reason
                     .as_deref()
                     .map(|r| short(r, 40))
                     .unwrap_or_default(),
@@ -213,18 +226,17 @@ pub(crate) async fn show(id: ExecutionId) -> anyhow::Result<u8> {
     }
 
     println!("\nrollbacks");
-    if summary.rollbacks.is_empty() {
+    if d.rollbacks.is_empty() {
         println!("  none");
     } else {
         let mut t = Table::new(&["id", ">to snapshot", "status", "by", "reason", "created"]);
-        for r in &summary.rollbacks {
+        for r in &d.rollbacks {
             t.row(vec![
                 r.id.to_string(),
-                summary
-                    .snapshot_version(r.snapshot_id)
+                r.snapshot_version
                     .map(|v| v.to_string())
                     .unwrap_or_else(|| "?".into()),
-                r.status.to_string(),
+                r.status.clone(),
                 r.initiated_by.clone(),
                 short(&r.reason, 50),
                 time(r.created_at),
@@ -233,8 +245,7 @@ pub(crate) async fn show(id: ExecutionId) -> anyhow::Result<u8> {
         print!("{}", indent(&t.render()));
     }
 
-    super::run::print_model_costs(&summary.costs_by_model);
-    Ok(0)
+    super::run::print_model_costs(&d.costs_by_model);
 }
 
 fn indent(text: &str) -> String {

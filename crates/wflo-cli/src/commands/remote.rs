@@ -3,12 +3,12 @@
 //! (so an approver needs no database credentials); what is recorded names the token.
 
 use crate::exit::{self, coded};
-use crate::format::{Table, maybe_time, percent, short, time, usd};
+use crate::format::{Table, usd};
 use crate::{GroupBy, RunArgs};
 use anyhow::Context;
 use std::time::Duration;
 use wflo_core::types::{ApprovalId, ExecutionId, ExecutionStatus};
-use wflo_server::{Client, ExecutionDetail, ListExecutions, StartRequest};
+use wflo_server::{Client, ListExecutions, StartRequest};
 
 /// The server client, when the configuration names a server.
 pub(crate) fn client() -> anyhow::Result<Option<Client>> {
@@ -80,78 +80,17 @@ pub(crate) async fn executions_list(
         println!("no executions");
         return Ok(0);
     }
-    let mut t = Table::new(&["id", "workflow", "status", ">cost USD", "created", "error"]);
+    let mut t = Table::new(&super::executions::LIST_COLUMNS);
     for e in &page.items {
-        t.row(vec![
-            e.id.to_string(),
-            e.workflow.clone(),
-            e.status.to_string(),
-            usd(e.cost_usd),
-            time(e.created_at),
-            e.error.as_deref().map(|x| short(x, 60)).unwrap_or_default(),
-        ]);
+        t.row(super::executions::list_row(e, e.workflow.clone()));
     }
     print!("{}", t.render());
     Ok(0)
 }
 
-fn print_detail(d: &ExecutionDetail) {
-    let e = &d.execution;
-    println!("execution {}", e.id);
-    println!("workflow  {} v{}", e.workflow, d.workflow_version);
-    println!("status    {}", e.status);
-    println!(
-        "cost      {} USD{}",
-        usd(e.cost_usd),
-        e.budget_usd
-            .map(|b| format!(" of {} ({})", usd(b), percent(e.cost_usd, Some(b))))
-            .unwrap_or_default()
-    );
-    if let Some(err) = &e.error {
-        println!("error     {err}");
-    }
-    println!("\nsteps");
-    let mut t = Table::new(&[
-        "step",
-        "kind",
-        "status",
-        ">attempts",
-        ">tokens",
-        ">cost USD",
-        "completed",
-    ]);
-    for s in &d.steps {
-        t.row(vec![
-            s.key.clone(),
-            s.kind.clone(),
-            s.status.to_string(),
-            s.attempts.to_string(),
-            s.tokens.total.to_string(),
-            usd(s.cost_usd),
-            maybe_time(s.completed_at),
-        ]);
-    }
-    print!("{}", t.render());
-    if !d.approvals.is_empty() {
-        println!("\napprovals");
-        for a in &d.approvals {
-            println!(
-                "  {} {} {}{}",
-                a.id,
-                a.status,
-                short(&a.message, 50),
-                a.decided_by
-                    .as_deref()
-                    .map(|b| format!(" (by {b})"))
-                    .unwrap_or_default()
-            );
-        }
-    }
-}
-
 pub(crate) async fn executions_show(c: &Client, id: ExecutionId) -> anyhow::Result<u8> {
     let d = c.execution(id).await.map_err(api)?;
-    print_detail(&d);
+    super::executions::print_detail(&d);
     Ok(0)
 }
 
@@ -257,7 +196,7 @@ pub(crate) async fn run(c: &Client, args: RunArgs) -> anyhow::Result<u8> {
         }
         if status.is_terminal() {
             println!();
-            print_detail(&d);
+            super::executions::print_detail(&d);
             return Ok(if status == ExecutionStatus::Completed {
                 0
             } else {

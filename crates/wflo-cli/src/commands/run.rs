@@ -11,10 +11,10 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::Arc;
-use wflo_core::cost::CostSummary;
 use wflo_core::db::{ExecutionStatus, Executor};
 use wflo_core::types::{ApprovalId, ExecutionId};
 use wflo_core::{RunOptions, Wflo, WorkflowDef};
+use wflo_server::CostView;
 
 /// Parses `NAME=VALUE`: VALUE is JSON when it is a number, boolean, array or object, else text.
 pub(crate) fn parse_input(s: &str) -> Result<(String, Value), String> {
@@ -294,7 +294,7 @@ pub(crate) async fn print_summary(
             row.step_type.clone(),
             row.status.to_string(),
             row.attempt.to_string(),
-            tokens(&row.tokens),
+            tokens(row.tokens.prompt, row.tokens.completion),
             crate::format::step_cost(row.cost_usd, s.output.as_ref()),
         ]);
     }
@@ -307,7 +307,13 @@ pub(crate) async fn print_summary(
             println!("\n{} printed:\n{}", s.step.step_key, out.trim_end());
         }
     }
-    print_model_costs(&summary.costs_by_model);
+    print_model_costs(
+        &summary
+            .costs_by_model
+            .iter()
+            .map(|(m, c)| (m.clone(), c.into()))
+            .collect(),
+    );
     println!(
         "\ntotal {} USD{}, {} tokens ({} prompt + {} completion)",
         usd(exec.cost_usd),
@@ -334,16 +340,16 @@ pub(crate) async fn print_summary(
 }
 
 /// A step's or a run's tokens, `-` when none.
-pub(crate) fn tokens(t: &wflo_core::db::Tokens) -> String {
-    if t.total() == 0 {
+pub(crate) fn tokens(prompt: u64, completion: u64) -> String {
+    if prompt + completion == 0 {
         "-".into()
     } else {
-        format!("{}+{}", t.prompt, t.completion)
+        format!("{prompt}+{completion}")
     }
 }
 
 /// The ledger's totals per model.
-pub(crate) fn print_model_costs(by_model: &BTreeMap<String, CostSummary>) {
+pub(crate) fn print_model_costs(by_model: &BTreeMap<String, CostView>) {
     if by_model.is_empty() {
         return;
     }
