@@ -207,7 +207,18 @@ fn the_command_line_runs_and_approves_through_the_server_without_database_creden
     let id = out.execution_id();
     let show = approver.run(&["executions", "show", &id]);
     show.expect_code(0);
-    assert!(show.stdout.contains("(by alice)"), "{}", show.stdout);
+    assert!(
+        show.stdout.lines().any(|l| l.contains("APPROVED")
+            && l.contains("alice")
+            && l.contains("release notes read")),
+        "the approval, who decided it and why: {}",
+        show.stdout
+    );
+    assert!(
+        show.stdout.contains("snapshots") && show.stdout.contains("rollbacks"),
+        "the same sections as a local show: {}",
+        show.stdout
+    );
     approver.run(&["executions", "list"]).expect_code(0);
     approver
         .run(&["cost", "report", "--by", "day"])
