@@ -251,6 +251,8 @@ fn quick(b: ServerConfigBuilder) -> ServerConfigBuilder {
 
 /// The webhook API, through a harness's admin token.
 trait Hooks {
+    /// `POST /api/v1/webhooks` as an admin: the status and the body.
+    async fn create_webhook(&self, body: Value) -> (StatusCode, Value);
     /// Creates a webhook through the API; returns its secret.
     async fn add_webhook(&self, body: Value) -> String;
     async fn deliveries(&self, name: &str) -> Vec<Value>;
@@ -264,10 +266,12 @@ trait Hooks {
 }
 
 impl Hooks for Harness {
+    async fn create_webhook(&self, body: Value) -> (StatusCode, Value) {
+        self.call(Role::Admin, Method::POST, "/api/v1/webhooks", Some(body))
+            .await
+    }
     async fn add_webhook(&self, body: Value) -> String {
-        let (status, created) = self
-            .call(Role::Admin, Method::POST, "/api/v1/webhooks", Some(body))
-            .await;
+        let (status, created) = self.create_webhook(body).await;
         assert_eq!(status, StatusCode::CREATED, "{created}");
         created["secret"].as_str().unwrap().to_string()
     }
@@ -846,14 +850,7 @@ async fn the_webhook_api_is_for_admins_and_refuses_what_it_cannot_send(
             "colour",
         ),
     ] {
-        let (got, resp) = h
-            .call(
-                Role::Admin,
-                Method::POST,
-                "/api/v1/webhooks",
-                Some(body.clone()),
-            )
-            .await;
+        let (got, resp) = h.create_webhook(body.clone()).await;
         assert_eq!(got, status, "{body} -> {resp}");
         let message = resp["error"]["message"].as_str().unwrap_or_default();
         assert!(
@@ -870,27 +867,13 @@ async fn the_webhook_api_is_for_admins_and_refuses_what_it_cannot_send(
         "nothing stored"
     );
 
-    let (status, created) = h
-        .call(
-            Role::Admin,
-            Method::POST,
-            "/api/v1/webhooks",
-            Some(good.clone()),
-        )
-        .await;
+    let (status, created) = h.create_webhook(good.clone()).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     assert_eq!(created["name"], json!("ok"));
     assert_eq!(created["format"], json!("JSON"));
     assert_eq!(created["enabled"], json!(true));
     assert_eq!(created["events"], json!(["approval.requested"]));
-    let (status, again) = h
-        .call(
-            Role::Admin,
-            Method::POST,
-            "/api/v1/webhooks",
-            Some(good.clone()),
-        )
-        .await;
+    let (status, again) = h.create_webhook(good.clone()).await;
     assert_eq!(status, StatusCode::CONFLICT, "{again}");
     assert!(h.deliveries("ok").await.is_empty());
     let (status, _) = h
