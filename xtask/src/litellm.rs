@@ -10,8 +10,6 @@
 
 use crate::util::{self, spawn_daemon, state_dir, wait_until};
 use anyhow::{Context, Result, bail};
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -112,25 +110,19 @@ pub(crate) fn install() -> Result<()> {
     Ok(())
 }
 
-/// One HTTP/1.1 request on loopback; returns the status, headers and body.
+/// One HTTP/1.1 request to the proxy with the master key; returns the status, head and body.
 fn http(method: &str, path: &str, body: &str) -> Result<(u16, String, String)> {
-    let mut s = TcpStream::connect(ADDR).with_context(|| format!("connect to {ADDR}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {ADDR}\r\nAuthorization: Bearer {KEY}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut raw = String::new();
-    s.read_to_string(&mut raw)?;
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .with_context(|| format!("not an HTTP answer: {}", head.lines().next().unwrap_or("")))?;
-    Ok((status, head.to_string(), body.to_string()))
+    let auth = format!("Bearer {KEY}");
+    util::http(
+        ADDR,
+        method,
+        path,
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        body,
+    )
 }
 
 /// A real completion through the proxy; returns its version.

@@ -21,6 +21,8 @@ pub(crate) const POSTGRES_PORT: u16 = 5432;
 pub(crate) const REDIS_PORT: u16 = 6379;
 pub(crate) const KAFKA_ADDR: &str = "127.0.0.1:9092";
 pub(crate) const TEMPORAL_ADDR: &str = "127.0.0.1:7233";
+/// The Temporal Web UI's port (on the same address), as the seed's guide gives it.
+pub(crate) const TEMPORAL_UI_PORT: &str = "8233";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Service {
@@ -685,8 +687,18 @@ fn temporal_probe() -> Result<String> {
             "json",
         ],
     )?;
+    let (ip, _) = TEMPORAL_ADDR.split_once(':').expect("host:port");
+    let ui = format!("{ip}:{TEMPORAL_UI_PORT}");
+    let (status, _, _) = util::http(&ui, "GET", "/", &[], "")
+        .with_context(|| format!("the Temporal Web UI at http://{ui}"))?;
+    if status != 200 {
+        bail!("the Temporal Web UI at http://{ui} answered {status}");
+    }
     let version = output("temporal", &["--version"])?;
-    Ok(version.replace("temporal version ", "Temporal CLI "))
+    Ok(format!(
+        "{}, Web UI http://{ui}",
+        version.replace("temporal version ", "Temporal CLI ")
+    ))
 }
 
 fn temporal_up() -> Result<String> {
@@ -700,11 +712,16 @@ fn temporal_up() -> Result<String> {
         Command::new("temporal").args([
             "server",
             "start-dev",
-            "--headless",
             "--ip",
             ip,
             "--port",
             port,
+            // The Web UI, where the guide sends users to watch workflows.
+            "--ui-ip",
+            ip,
+            "--ui-port",
+            TEMPORAL_UI_PORT,
+            "--ui-disable-news-fetch",
             "--log-level",
             "warn",
             "--db-filename",

@@ -289,6 +289,12 @@ enum CostAction {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Warnings (a lease that could not be released, a webhook receiver refusing) reach the
+    // terminal unless WFLO_LOG says otherwise.
+    if let Err(e) = wflo_core::LogConfig::from_env("warn").and_then(|l| l.init()) {
+        eprintln!("error: {e}");
+        return ExitCode::from(exit::USAGE);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -610,3 +610,55 @@ fn help_documents_the_exit_codes() {
         assert!(run.stdout.contains(code), "{}", run.stdout);
     }
 }
+
+#[test]
+fn wflo_log_json_writes_json_lines_that_carry_the_execution_and_the_step() {
+    let world = World::new()
+        .env("WFLO_LOG", "info")
+        .env("WFLO_LOG_FORMAT", "json");
+    let flow = world.file(
+        "logged.yaml",
+        "name: logged\nsteps:\n  - id: first\n    kind: checkpoint\n  - id: second\n    kind: checkpoint\n    depends_on: [first]\n",
+    );
+    let run = world.run(&["run", &flow]);
+    run.expect_code(0);
+    let id = run.execution_id();
+    let lines: Vec<serde_json::Value> = run
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let of = |message: &str| -> Vec<&serde_json::Value> {
+        lines.iter().filter(|l| l["message"] == message).collect()
+    };
+    let steps = of("step completed");
+    assert_eq!(
+        steps.len(),
+        2,
+        "one line per completed step: {}",
+        run.stderr
+    );
+    for (line, key) in steps.iter().zip(["first", "second"]) {
+        assert_eq!(line["level"], "INFO");
+        let spans = line["spans"].as_array().unwrap();
+        assert_eq!(spans[0]["name"], "wflo.run", "{line}");
+        assert_eq!(spans[0]["execution_id"], serde_json::json!(id), "{line}");
+        assert_eq!(spans[0]["workflow"], "logged", "{line}");
+        assert_eq!(line["span"]["name"], "wflo.step", "{line}");
+        assert_eq!(line["span"]["step"], key, "{line}");
+        assert_eq!(line["span"]["kind"], "checkpoint", "{line}");
+        assert_eq!(line["span"]["attempt"], 1, "{line}");
+        assert_eq!(line["span"]["memoized"], false, "{line}");
+    }
+    let finished = of("run finished");
+    assert_eq!(finished.len(), 1, "{}", run.stderr);
+    assert_eq!(finished[0]["status"], "COMPLETED");
+
+    // A bad setting is a usage error that says what to write, before anything runs.
+    let bad = World::new()
+        .env("WFLO_LOG_FORMAT", "xml")
+        .run(&["executions", "list"]);
+    bad.expect_code(2);
+    assert!(bad.stderr.contains("use text or json"), "{}", bad.stderr);
+}

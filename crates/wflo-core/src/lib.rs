@@ -32,11 +32,13 @@
 
 mod config;
 mod error;
+mod logging;
 mod ops;
 mod summary;
 
 pub use config::{Config, ConfigBuilder, DEFAULT_DATABASE_URL, LlmSettings};
 pub use error::{Error, ErrorKind, Result};
+pub use logging::{LogConfig, LogFormat};
 pub use ops::{StartRun, Started, WorkflowSource};
 pub use summary::{ExecutionSummary, StepSummary};
 

@@ -7,6 +7,7 @@ use crate::definition::RetryPolicy;
 use crate::{Error, Result};
 use serde_json::Value;
 use std::time::Duration;
+use tracing::Instrument;
 use wflo_db::{Executor, StepStatus};
 use wflo_types::StepKind;
 
@@ -17,7 +18,35 @@ impl Ctx {
     /// The run loads its execution's steps once when it starts; a key it does not know is
     /// inserted directly (RUNNING, with its event, in one statement on PostgreSQL), and a key
     /// recorded meanwhile by someone else is read back and treated as known.
+    ///
+    /// Runs inside a `wflo.step` span (step, kind; attempt and memoized recorded as they are
+    /// known), and logs each attempt's end at info (failures at warn).
     pub(crate) async fn memo<F, Fut>(
+        &self,
+        key: &str,
+        kind: StepKind,
+        inputs: Value,
+        retry: RetryPolicy,
+        timeout: Option<Duration>,
+        body: F,
+    ) -> Result<Value>
+    where
+        F: FnMut(wflo_db::Step) -> Fut,
+        Fut: std::future::Future<Output = Result<Value>>,
+    {
+        let span = tracing::info_span!(
+            "wflo.step",
+            step = key,
+            kind = kind.as_str(),
+            attempt = tracing::field::Empty,
+            memoized = tracing::field::Empty,
+        );
+        self.memo_in_span(key, kind, inputs, retry, timeout, body)
+            .instrument(span)
+            .await
+    }
+
+    async fn memo_in_span<F, Fut>(
         &self,
         key: &str,
         kind: StepKind,
@@ -38,6 +67,8 @@ impl Ctx {
         loop {
             if let Some(s) = step.as_ref().filter(|s| s.status == StepStatus::Completed) {
                 let out = s.outputs.clone().unwrap_or(Value::Null);
+                tracing::Span::current().record("memoized", true);
+                tracing::debug!("step already completed; its stored output is used");
                 self.remember_output(key, &out);
                 if let Some(o) = &self.observer {
                     o.step_reused(key);
@@ -76,6 +107,9 @@ impl Ctx {
             };
             attempt += 1;
             let step_now = running;
+            tracing::Span::current()
+                .record("attempt", step_now.attempt)
+                .record("memoized", false);
             // An earlier attempt's events whose update was never written are not this one's.
             self.take_pending(key);
             if let Some(o) = &self.observer {
@@ -97,6 +131,7 @@ impl Ctx {
                         .set_step_status(&step_now, StepStatus::Completed, Some(out.clone()), None)
                         .await?;
                     self.remember_output(key, &out);
+                    tracing::info!(cost_usd = %done.cost_usd, "step completed");
                     if let Some(o) = &self.observer {
                         o.step_finished(key, StepStatus::Completed, done.cost_usd);
                         // The execution's total changes only with a step that cost something.
@@ -112,6 +147,7 @@ impl Ctx {
                     let failed = self
                         .set_step_status(&step_now, StepStatus::Failed, None, Some(e.to_string()))
                         .await?;
+                    tracing::warn!(error = %e, retryable = e.is_retryable(), "step attempt failed");
                     if let Some(o) = &self.observer {
                         o.step_finished(key, StepStatus::Failed, failed.cost_usd);
                     }

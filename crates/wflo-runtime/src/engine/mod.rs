@@ -19,6 +19,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::OnceCell;
+use tracing::Instrument;
 use uuid::Uuid;
 use wflo_cache::LlmCache;
 use wflo_cost::{CostTracker, Period, Scope};
@@ -642,7 +643,25 @@ impl Engine {
         .await?;
         let _ = ctx.lease.set(driving.held.clone());
         self.leases().insert(id, driving.held.clone());
-        let result = self.driven(ctx, timeout, body).await;
+        let budget = ctx.budget.map(|b| b.to_string());
+        let span = tracing::info_span!(
+            "wflo.run",
+            execution_id = %id,
+            workflow = %ctx.labels.workflow,
+            driver = %config.driver_name,
+            budget_usd = budget.as_deref(),
+        );
+        let result = async {
+            tracing::info!("run started");
+            let result = self.driven(ctx, timeout, body).await;
+            match &result {
+                Ok(out) => tracing::info!(status = %out.status, "run finished"),
+                Err(e) => tracing::warn!(error = %e, "run stopped"),
+            }
+            result
+        }
+        .instrument(span)
+        .await;
         self.leases().remove(&id);
         if let Err(e) = driving.release(&self.inner.db).await {
             tracing::warn!(execution = %id, error = %e, "could not release the lease; it expires by itself");
