@@ -662,3 +662,42 @@ fn wflo_log_json_writes_json_lines_that_carry_the_execution_and_the_step() {
     bad.expect_code(2);
     assert!(bad.stderr.contains("use text or json"), "{}", bad.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_api_key_is_in_no_log_line_even_at_trace() {
+    const KEY: &str = "sk-test-must-never-be-logged-0123456789";
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(chat_completion("print(1)\n", 7, 5)))
+        .expect(2)
+        .mount(&server)
+        .await;
+    for format in ["json", "text"] {
+        let world = World::new()
+            .env("OPENAI_API_KEY", KEY)
+            .env("OPENAI_BASE_URL", format!("{}/v1", server.uri()))
+            .env("WFLO_LOG", "trace")
+            .env("WFLO_LOG_FORMAT", format);
+        let flow = world.file(
+            "ask.yaml",
+            "name: ask\nsteps:\n  - id: ask\n    kind: llm\n    model: gpt-4o-mini\n    prompt: say hi\n",
+        );
+        let run = common::run_blocking(world.command(&["run", &flow])).await;
+        run.expect_code(0);
+        assert!(
+            run.stderr.contains("step completed"),
+            "the trace-level log was written: {}",
+            run.stderr
+        );
+        for (name, text) in [("stderr", &run.stderr), ("stdout", &run.stdout)] {
+            assert!(
+                !text.contains(KEY),
+                "the key is in {name} ({format}): {text}"
+            );
+            assert!(
+                !text.contains("must-never-be-logged"),
+                "part of the key is in {name} ({format})"
+            );
+        }
+    }
+}
