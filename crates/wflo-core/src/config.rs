@@ -469,6 +469,14 @@ impl ConfigBuilder {
     }
 }
 
+impl crate::LogConfig {
+    /// Reads `WFLO_LOG` (else `default_filter`) and `WFLO_LOG_FORMAT` from the process
+    /// environment (see [`crate::LogConfig::from_vars`]).
+    pub fn from_env(default_filter: &str) -> Result<crate::LogConfig> {
+        Self::from_vars(&std::env::vars().collect(), default_filter)
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

@@ -41,12 +41,8 @@ impl LogConfig {
         Ok(LogConfig { filter, format })
     }
 
-    /// Reads `WFLO_LOG` (else `default_filter`) and `WFLO_LOG_FORMAT`.
-    pub fn from_env(default_filter: &str) -> Result<LogConfig> {
-        Self::from_vars(&std::env::vars().collect(), default_filter)
-    }
-
-    /// Like [`LogConfig::from_env`], from a map.
+    /// Reads `WFLO_LOG` (else `default_filter`) and `WFLO_LOG_FORMAT` from a map (the
+    /// process environment: [`LogConfig::from_env`], read by the config loader).
     pub fn from_vars(vars: &HashMap<String, String>, default_filter: &str) -> Result<LogConfig> {
         let get = |k: &str| vars.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
         let format = match get("WFLO_LOG_FORMAT")
